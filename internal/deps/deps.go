@@ -1,0 +1,30 @@
+// Package deps pins the module's dependencies until the packages that use them land.
+package deps
+
+import (
+	_ "github.com/aws/aws-sdk-go-v2/config"
+	_ "github.com/aws/aws-sdk-go-v2/service/ec2"
+	_ "github.com/aws/aws-sdk-go-v2/service/ec2instanceconnect"
+	_ "github.com/aws/aws-sdk-go-v2/service/iam"
+	_ "github.com/aws/aws-sdk-go-v2/service/s3"
+	_ "github.com/go-acme/lego/v5/certificate"
+	_ "github.com/go-acme/lego/v5/challenge/http01"
+	_ "github.com/go-acme/lego/v5/lego"
+	_ "github.com/go-acme/lego/v5/registration"
+	_ "github.com/go-jose/go-jose/v4"
+	_ "github.com/pulumi/pulumi-aws/sdk/v6/go/aws"
+	_ "github.com/pulumi/pulumi-aws/sdk/v6/go/aws/ec2"
+	_ "github.com/pulumi/pulumi-aws/sdk/v6/go/aws/iam"
+	_ "github.com/pulumi/pulumi-aws/sdk/v6/go/aws/route53"
+	_ "github.com/pulumi/pulumi-aws/sdk/v6/go/aws/s3"
+	_ "github.com/pulumi/pulumi-aws/sdk/v6/go/aws/ses"
+	_ "github.com/pulumi/pulumi-aws/sdk/v6/go/aws/sesv2"
+	_ "github.com/pulumi/pulumi-command/sdk/go/command/remote"
+	_ "github.com/pulumi/pulumi-tls/sdk/v5/go/tls"
+	_ "github.com/pulumi/pulumi/sdk/v3/go/auto"
+	_ "github.com/pulumi/pulumi/sdk/v3/go/common/resource"
+	_ "github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+	_ "github.com/spf13/cobra"
+	_ "github.com/stretchr/testify/require"
+	_ "golang.org/x/crypto/ssh"
+)
