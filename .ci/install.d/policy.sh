@@ -16,6 +16,6 @@ if ! command -v moto_server >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-pip python3-venv
   fi
   python3 -m venv /opt/moto
-  /opt/moto/bin/pip install --quiet 'moto[server,iam,s3]>=5,<6'
+  /opt/moto/bin/pip install --quiet 'moto[server]==5.2.1'
   ln -sf /opt/moto/bin/moto_server /usr/local/bin/moto_server
 fi
