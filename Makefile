@@ -1,0 +1,34 @@
+# agentkeys-infra — see README.md. Every target works offline.
+SHELL := /bin/bash
+STACK ?= test-2
+FORMAT ?= text
+GO ?= go
+export GOFLAGS ?= -mod=readonly
+
+.PHONY: plan check-isolation test test-unit test-e2e lint fmt bench tidy
+
+## plan: offline plan of one stack under the mock engine (STACK=test-2 FORMAT=text|json)
+plan:
+	@$(GO) run ./infra/cmd/plan --stack $(STACK) $(if $(filter json,$(FORMAT)),--json,)
+
+## check-isolation: plan prod, test, base, test-2..test-20 and fail on any shared physical name
+check-isolation:
+	@$(GO) run ./infra/cmd/check-isolation --timing
+
+## test: the full suite (unit, mock-engine, real-component tests); what CI runs
+test: lint test-unit check-isolation test-e2e
+
+## test-unit: every package's tests but the real-component e2e packages
+test-unit:
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v '/e2e')
+
+## lint: gofmt + go vet
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+include $(wildcard mk/*.mk)

@@ -1,0 +1,74 @@
+// Package offline plans a stack from its stack file without a cloud: the real
+// program under the mock engine, with lookups answered as in an empty account.
+package offline
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
+
+	"github.com/agentkeys/agentkeys-infra/infra/config"
+	"github.com/agentkeys/agentkeys-infra/infra/plan"
+	"github.com/agentkeys/agentkeys-infra/infra/program"
+	"github.com/agentkeys/agentkeys-infra/naming"
+)
+
+// Answers are the offline answers to every invoke the program makes: the
+// account has no EIP yet, so the plan shows the allocate rung of the ladder.
+func Answers() map[string]plan.Answer {
+	return map[string]plan.Answer{
+		"aws:ec2/getEips:getEips": func(resource.PropertyMap) (resource.PropertyMap, error) {
+			return resource.NewPropertyMapFromMap(map[string]any{
+				"allocationIds": []any{}, "publicIps": []any{}, "id": "us-east-1",
+			}), nil
+		},
+	}
+}
+
+// Stack plans the stack whose file Pulumi.<stack>.yaml is in dir.
+func Stack(dir, stack string) (*plan.Plan, error) {
+	if _, err := naming.ParseStack(stack); err != nil {
+		return nil, err
+	}
+	raw, err := config.ReadStackFile(dir, stack)
+	if err != nil {
+		return nil, err
+	}
+	return Raw(stack, raw)
+}
+
+// Raw plans stack from already-read config.
+func Raw(stack string, raw *config.Raw) (*plan.Plan, error) {
+	// Validate first so that bad config never reaches the engine's error wrapping.
+	if _, err := config.Parse(stack, raw.Values); err != nil {
+		return nil, err
+	}
+	return plan.Run(stack, program.Declare, plan.Options{
+		Config: raw.Values, SecretKeys: raw.SecretKeys, Answers: Answers(), Preview: true,
+	})
+}
+
+var testSlot = regexp.MustCompile(`^test-(\d+)$`)
+
+// Slot plans test slot name (test-N) from its own stack file, or, when it has
+// none, from template (the test-2 file) with a distinct synthetic instance id.
+func Slot(dir, name string, template *config.Raw) (*plan.Plan, error) {
+	if raw, err := config.ReadStackFile(dir, name); err == nil {
+		return Raw(name, raw)
+	}
+	m := testSlot.FindStringSubmatch(name)
+	if m == nil {
+		return Stack(dir, name)
+	}
+	n, _ := strconv.Atoi(m[1])
+	vals := map[string]string{}
+	for k, v := range template.Values {
+		vals[k] = v
+	}
+	vals["agentkeys:instanceId"] = fmt.Sprintf("i-%017x", 0xf00000+n)
+	delete(vals, "agentkeys:eipAllocationId")
+	delete(vals, "agentkeys:eipAddress")
+	return Raw(name, &config.Raw{Values: vals, SecretKeys: template.SecretKeys})
+}
