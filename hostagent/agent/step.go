@@ -45,6 +45,10 @@ type Env struct {
 	DryRun   bool
 	Log      io.Writer
 	Counters *Counters
+	// Sys is the host beyond files (commands, systemd, users, nginx).
+	Sys System
+	// Report collects hosts and health facts for the JSON summary.
+	Report *Report
 }
 
 // Step is one named, idempotent phase of a converge.

@@ -1,0 +1,528 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/agentkeys/agentkeys-infra/hostagent/fsx"
+)
+
+// Sandbox is the System used by tests and --root runs. Everything lives under
+// Root: users in <root>/etc/passwd and <root>/etc/group, unit state and pid
+// files in <root>/run/sandbox, every call appended to
+// <root>/run/sandbox/calls.log. Starting a unit runs its ExecStart (mapped
+// under Root) as a detached process with its EnvironmentFile, so health
+// checks probe real processes; state survives across agent processes.
+// Nginx is real when <root>/etc/nginx/nginx.conf exists and nginx is on PATH
+// (run as nginx -c <that file>); otherwise nginx calls are only recorded.
+type Sandbox struct {
+	Root string
+	mu   sync.Mutex
+}
+
+// NewSandbox returns a sandbox System rooted at root.
+func NewSandbox(root string) *Sandbox { return &Sandbox{Root: root} }
+
+// Call is one recorded System call.
+type Call struct {
+	Op   string   `json:"op"`
+	Args []string `json:"args,omitempty"`
+}
+
+func (s *Sandbox) Sandbox() bool { return true }
+
+func (s *Sandbox) dir(parts ...string) string {
+	return filepath.Join(append([]string{s.Root, "run", "sandbox"}, parts...)...)
+}
+
+func (s *Sandbox) record(op string, args ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	os.MkdirAll(s.dir(), 0o755)
+	f, err := os.OpenFile(s.dir("calls.log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	b, _ := json.Marshal(Call{Op: op, Args: args})
+	f.Write(append(b, '\n'))
+}
+
+// Calls returns every recorded call, oldest first.
+func (s *Sandbox) Calls() ([]Call, error) {
+	f, err := os.Open(s.dir("calls.log"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []Call
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var c Call
+		if json.Unmarshal(sc.Bytes(), &c) == nil {
+			out = append(out, c)
+		}
+	}
+	return out, sc.Err()
+}
+
+// Run executes the command for real (git, the build): callers pass paths
+// already mapped under Root.
+func (s *Sandbox) Run(ctx context.Context, dir string, env []string, name string, args ...string) ([]byte, error) {
+	s.record("run", append([]string{name}, args...)...)
+	return runCmd(ctx, dir, env, name, args...)
+}
+
+func (s *Sandbox) Systemctl(ctx context.Context, verb string, units ...string) error {
+	s.record("systemctl", append([]string{verb}, units...)...)
+	for _, u := range units {
+		var err error
+		switch verb {
+		case "daemon-reload":
+		case "enable":
+			err = os.MkdirAll(s.dir("enabled"), 0o755)
+			if err == nil {
+				err = os.WriteFile(s.dir("enabled", u), nil, 0o644)
+			}
+		case "disable":
+			err = os.Remove(s.dir("enabled", u))
+			if errors.Is(err, fs.ErrNotExist) {
+				err = nil
+			}
+		case "start":
+			if on, _ := s.IsActive(ctx, u); !on {
+				err = s.spawn(u)
+			}
+		case "restart":
+			if err = s.stop(u); err == nil {
+				err = s.spawn(u)
+			}
+		case "stop":
+			err = s.stop(u)
+		case "reload":
+		default:
+			err = fmt.Errorf("sandbox systemctl: unsupported verb %q", verb)
+		}
+		if err != nil {
+			return fmt.Errorf("systemctl %s %s: %w", verb, u, err)
+		}
+	}
+	return nil
+}
+
+func (s *Sandbox) pid(unit string) int {
+	b, err := os.ReadFile(s.dir("pids", unit))
+	if err != nil {
+		return 0
+	}
+	p, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return p
+}
+
+// alive treats zombies as dead: an orphan may wait unreaped in a container.
+func alive(pid int) bool {
+	if pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	if i := strings.LastIndexByte(string(b), ')'); i > 0 && i+2 < len(b) {
+		return b[i+2] != 'Z'
+	}
+	return true
+}
+
+func (s *Sandbox) IsActive(_ context.Context, unit string) (bool, error) {
+	return alive(s.pid(unit)), nil
+}
+
+func (s *Sandbox) IsEnabled(_ context.Context, unit string) (bool, error) {
+	_, err := os.Stat(s.dir("enabled", unit))
+	return err == nil, nil
+}
+
+func (s *Sandbox) stop(unit string) error {
+	pid := s.pid(unit)
+	if !alive(pid) {
+		return nil
+	}
+	syscall.Kill(-pid, syscall.SIGTERM)
+	for i := 0; i < 100 && alive(pid); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if alive(pid) {
+		syscall.Kill(-pid, syscall.SIGKILL)
+		for i := 0; i < 40 && alive(pid); i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	os.Remove(s.dir("pids", unit))
+	return nil
+}
+
+// StopAll stops every unit the sandbox started and a sandbox nginx (test cleanup).
+func (s *Sandbox) StopAll() {
+	ents, _ := os.ReadDir(s.dir("pids"))
+	for _, e := range ents {
+		s.stop(e.Name())
+	}
+	if conf := s.nginxConf(); conf != "" {
+		exec.Command("nginx", "-c", conf, "-s", "stop").Run()
+	}
+}
+
+// unitFile is the subset of a unit file the sandbox needs to start it.
+type unitFile struct {
+	exec      []string
+	envFiles  []string
+	env       []string
+	creds     [][2]string
+	stateDirs []string
+}
+
+func (s *Sandbox) readUnit(unit string) (*unitFile, error) {
+	b, err := os.ReadFile(fsx.HostPath(s.Root, "/etc/systemd/system/"+unit))
+	if err != nil {
+		return nil, err
+	}
+	u := &unitFile{}
+	credDir := s.dir("credentials", unit)
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
+		if !ok {
+			continue
+		}
+		v = strings.ReplaceAll(v, "%d", credDir)
+		switch k {
+		case "ExecStart":
+			u.exec = splitQuoted(strings.TrimLeft(v, "-@:+!"))
+		case "EnvironmentFile":
+			u.envFiles = append(u.envFiles, v)
+		case "Environment":
+			for _, f := range splitQuoted(v) {
+				u.env = append(u.env, f)
+			}
+		case "LoadCredential":
+			id, p, _ := strings.Cut(v, ":")
+			u.creds = append(u.creds, [2]string{id, p})
+		case "StateDirectory":
+			u.stateDirs = append(u.stateDirs, strings.Fields(v)...)
+		}
+	}
+	if len(u.exec) == 0 {
+		return nil, fmt.Errorf("unit %s has no ExecStart", unit)
+	}
+	return u, nil
+}
+
+func splitQuoted(v string) []string {
+	var out []string
+	var cur strings.Builder
+	inQ, have := false, false
+	for _, r := range v {
+		switch {
+		case r == '"':
+			inQ, have = !inQ, true
+		case r == ' ' && !inQ:
+			if have {
+				out = append(out, cur.String())
+			}
+			cur.Reset()
+			have = false
+		default:
+			cur.WriteRune(r)
+			have = true
+		}
+	}
+	if have {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// ReadEnvFile parses KEY=VALUE lines (comments and blanks skipped).
+func ReadEnvFile(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || strings.HasPrefix(l, "#") || !strings.Contains(l, "=") {
+			continue
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+func (s *Sandbox) spawn(unit string) error {
+	u, err := s.readUnit(unit)
+	if err != nil {
+		return err
+	}
+	env := []string{"PATH=" + os.Getenv("PATH"), "AGENTKEYS_SANDBOX_ROOT=" + s.Root}
+	for _, f := range u.envFiles {
+		optional := strings.HasPrefix(f, "-")
+		lines, err := ReadEnvFile(fsx.HostPath(s.Root, strings.TrimPrefix(f, "-")))
+		if err != nil && !optional {
+			return err
+		}
+		env = append(env, lines...)
+	}
+	env = append(env, u.env...)
+	if len(u.creds) > 0 {
+		cd := s.dir("credentials", unit)
+		if err := os.MkdirAll(cd, 0o700); err != nil {
+			return err
+		}
+		for _, c := range u.creds {
+			b, err := os.ReadFile(fsx.HostPath(s.Root, c[1]))
+			if err != nil {
+				return fmt.Errorf("LoadCredential %s: %w", c[0], err)
+			}
+			if err := os.WriteFile(filepath.Join(cd, c[0]), b, 0o600); err != nil {
+				return err
+			}
+		}
+		env = append(env, "CREDENTIALS_DIRECTORY="+cd)
+	}
+	var sd []string
+	for _, d := range u.stateDirs {
+		p := fsx.HostPath(s.Root, "/var/lib/"+d)
+		os.MkdirAll(p, 0o750)
+		sd = append(sd, p)
+	}
+	if len(sd) > 0 {
+		env = append(env, "STATE_DIRECTORY="+strings.Join(sd, ":"))
+	}
+	logDir := fsx.HostPath(s.Root, "/var/log/sandbox")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(filepath.Join(logDir, unit+".log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(fsx.HostPath(s.Root, u.exec[0]), u.exec[1:]...)
+	cmd.Env, cmd.Dir = env, s.Root
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Own session: the service outlives an agent that is killed mid-run, as under systemd.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	go cmd.Wait() // reap when this process is still its parent
+	if err := os.MkdirAll(s.dir("pids"), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(s.dir("pids", unit), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+}
+
+// passwd-style account files under Root.
+
+type account struct {
+	name     string
+	uid, gid int
+	home     string
+	shell    string
+}
+
+func (s *Sandbox) accounts() ([]account, map[string]int, error) {
+	var users []account
+	groups := map[string]int{}
+	pb, err := os.ReadFile(fsx.HostPath(s.Root, "/etc/passwd"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, err
+	}
+	for _, l := range strings.Split(string(pb), "\n") {
+		f := strings.Split(l, ":")
+		if len(f) < 7 {
+			continue
+		}
+		uid, _ := strconv.Atoi(f[2])
+		gid, _ := strconv.Atoi(f[3])
+		users = append(users, account{f[0], uid, gid, f[5], f[6]})
+	}
+	gb, err := os.ReadFile(fsx.HostPath(s.Root, "/etc/group"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, err
+	}
+	for _, l := range strings.Split(string(gb), "\n") {
+		f := strings.Split(l, ":")
+		if len(f) < 3 {
+			continue
+		}
+		gid, _ := strconv.Atoi(f[2])
+		groups[f[0]] = gid
+	}
+	return users, groups, nil
+}
+
+// ids maps recorded ids to real ownership only when running as root;
+// otherwise chown is impossible and ownership is left alone.
+func ids(uid, gid int) (int, int) {
+	if os.Geteuid() != 0 {
+		return -1, -1
+	}
+	return uid, gid
+}
+
+func (s *Sandbox) LookupUser(name string) (int, int, error) {
+	users, _, err := s.accounts()
+	if err != nil {
+		return -1, -1, err
+	}
+	for _, u := range users {
+		if u.name == name {
+			uid, gid := ids(u.uid, u.gid)
+			return uid, gid, nil
+		}
+	}
+	return -1, -1, ErrNoUser
+}
+
+func (s *Sandbox) LookupGroup(name string) (int, error) {
+	_, groups, err := s.accounts()
+	if err != nil {
+		return -1, err
+	}
+	gid, ok := groups[name]
+	if !ok {
+		return -1, ErrNoUser
+	}
+	_, g := ids(0, gid)
+	return g, nil
+}
+
+func (s *Sandbox) EnsureUser(_ context.Context, u UserSpec) (bool, error) {
+	created, err := s.ensureUser(u)
+	if created {
+		s.record("useradd", u.Name)
+	}
+	return created, err
+}
+
+func (s *Sandbox) ensureUser(u UserSpec) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	users, groups, err := s.accounts()
+	if err != nil {
+		return false, err
+	}
+	for _, a := range users {
+		if a.name == u.Name {
+			return false, nil
+		}
+	}
+	// Ids in the ranges useradd would use, distinct from each other.
+	next, used := 1000, map[int]bool{}
+	if u.System {
+		next = 900
+	}
+	for _, a := range users {
+		used[a.uid] = true
+	}
+	for _, g := range groups {
+		used[g] = true
+	}
+	for used[next] {
+		next++
+	}
+	lines := func(path string, add string) error {
+		p := fsx.HostPath(s.Root, path)
+		old, err := os.ReadFile(p)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		_, err = fsx.WriteFileAtomic(s.Root, path, append(old, add...), 0o644, fsx.NoOwner)
+		return err
+	}
+	if _, ok := groups[u.Name]; !ok {
+		if err := lines("/etc/group", fmt.Sprintf("%s:x:%d:\n", u.Name, next)); err != nil {
+			return false, err
+		}
+	}
+	if err := lines("/etc/passwd", fmt.Sprintf("%s:x:%d:%d::%s:%s\n", u.Name, next, next, u.Home, u.Shell)); err != nil {
+		return false, err
+	}
+	if u.CreateHome {
+		uid, gid := ids(next, next)
+		if _, err := fsx.EnsureDir(s.Root, u.Home, 0o750, fsx.Owner{UID: uid, GID: gid}); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+func (s *Sandbox) InstallPackage(_ context.Context, name string) (bool, string, error) {
+	s.record("install-package", name)
+	return false, "sandbox: OS packages are not installed", nil
+}
+
+func (s *Sandbox) nginxConf() string {
+	conf := fsx.HostPath(s.Root, "/etc/nginx/nginx.conf")
+	if _, err := os.Stat(conf); err != nil {
+		return ""
+	}
+	if _, err := exec.LookPath("nginx"); err != nil {
+		return ""
+	}
+	return conf
+}
+
+func (s *Sandbox) NginxTest(ctx context.Context) error {
+	s.record("nginx", "-t")
+	if conf := s.nginxConf(); conf != "" {
+		_, err := runCmd(ctx, "", nil, "nginx", "-t", "-q", "-c", conf)
+		return err
+	}
+	return nil
+}
+
+func (s *Sandbox) NginxReload(ctx context.Context) error {
+	s.record("nginx", "reload")
+	conf := s.nginxConf()
+	if conf == "" {
+		return nil
+	}
+	if _, err := runCmd(ctx, "", nil, "nginx", "-c", conf, "-s", "reload"); err == nil {
+		return nil
+	}
+	// Not running yet: start it (it daemonizes per its config).
+	_, err := runCmd(ctx, "", nil, "nginx", "-c", conf)
+	return err
+}
+
+// Units lists units the sandbox has started and that are still running.
+func (s *Sandbox) Units() []string {
+	ents, _ := os.ReadDir(s.dir("pids"))
+	var out []string
+	for _, e := range ents {
+		if alive(s.pid(e.Name())) {
+			out = append(out, e.Name())
+		}
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,47 @@
+package agent
+
+import (
+	"context"
+	"errors"
+)
+
+// UserSpec is an account the agent ensures exists.
+type UserSpec struct {
+	Name   string
+	System bool   // a system account (no login, uid below 1000)
+	Home   string // home directory
+	Shell  string // login shell; /usr/sbin/nologin for system users
+	// CreateHome creates the home directory (login users).
+	CreateHome bool
+}
+
+// System is everything beyond files that touches the host. The real
+// implementation execs the host's tools as root; the sandbox records calls and
+// keeps users and services under Env.Root, so tests never edit the machine.
+type System interface {
+	// Sandbox reports whether this is the sandbox (tests, --root runs).
+	Sandbox() bool
+	// Run runs a command in dir with extra env (KEY=VALUE) added to the
+	// agent's, returning combined output.
+	Run(ctx context.Context, dir string, env []string, name string, args ...string) ([]byte, error)
+	// Systemctl runs one verb (daemon-reload, enable, start, restart, stop,
+	// reload) on units.
+	Systemctl(ctx context.Context, verb string, units ...string) error
+	IsActive(ctx context.Context, unit string) (bool, error)
+	IsEnabled(ctx context.Context, unit string) (bool, error)
+	// LookupUser returns an account's uid and primary gid, ErrNoUser if absent.
+	LookupUser(name string) (uid, gid int, err error)
+	LookupGroup(name string) (gid int, err error)
+	// EnsureUser creates the account (and its same-named group) if absent.
+	EnsureUser(ctx context.Context, u UserSpec) (created bool, err error)
+	// InstallPackage installs an OS package if absent; skipped is a reason
+	// when the System cannot (the sandbox).
+	InstallPackage(ctx context.Context, name string) (installed bool, skipped string, err error)
+	// NginxTest runs nginx -t on the live configuration.
+	NginxTest(ctx context.Context) error
+	// NginxReload asks a running nginx to reload (HUP), or starts it.
+	NginxReload(ctx context.Context) error
+}
+
+// ErrNoUser is returned by LookupUser/LookupGroup for an absent account.
+var ErrNoUser = errors.New("no such user or group")
