@@ -198,6 +198,9 @@ var keys = []key{
 			if !contractRe.MatchString(k) {
 				return fmt.Errorf("contract name %q must be upper case (REGISTRY, SCOPE, ...); the chain suffix is added on the host", k)
 			}
+			if strings.HasSuffix(k, "_"+c.Stack.ContractSuffix()) {
+				return fmt.Errorf("contract name %q carries the chain suffix; write %s, the host agent adds _%s", k, strings.TrimSuffix(k, "_"+c.Stack.ContractSuffix()), c.Stack.ContractSuffix())
+			}
 			if m[k] != "" && !addrRe.MatchString(m[k]) {
 				return fmt.Errorf("contract %s: %q is not a 0x-prefixed 20-byte address (leave it empty until deployed)", k, m[k])
 			}

@@ -1,0 +1,156 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func good() map[string]string {
+	return map[string]string{
+		"aws:region":             "us-east-1",
+		"agentkeys:accountId":    "123456789012",
+		"agentkeys:zone":         "example.org",
+		"agentkeys:parentZoneId": "Z0EXAMPLE0ZONE0ID",
+		"agentkeys:instanceId":   "i-00000000000000003",
+	}
+}
+
+func TestParseGood(t *testing.T) {
+	c, err := Parse("test-2", good())
+	require.NoError(t, err)
+	assert.Equal(t, "https://broker-test-2.example.org", c.Names().Issuer)
+	assert.Equal(t, DefaultSSHUser, c.SSHUser)
+	assert.Equal(t, DefaultRef, c.Ref)
+	assert.False(t, c.SSHPrivateKey.Set())
+
+	raw := good()
+	raw["agentkeys:sshPrivateKey"] = "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n"
+	raw["agentkeys:contracts"] = `{"REGISTRY":"0x1111111111111111111111111111111111111111","SCOPE":""}`
+	raw["agentkeys:chain"] = "heima"
+	raw["agentkeys:brokerHost"] = "id-test-2.example.org"
+	c, err = Parse("test-2", raw)
+	require.NoError(t, err)
+	assert.Equal(t, "https://id-test-2.example.org", c.Names().Issuer)
+	assert.Equal(t, "0x1111111111111111111111111111111111111111", c.Contracts["REGISTRY"])
+	assert.True(t, c.SSHPrivateKey.Set())
+	// The secret never prints.
+	for _, s := range []string{fmt.Sprint(c.SSHPrivateKey), fmt.Sprintf("%v", c), fmt.Sprintf("%+v", *c), fmt.Sprintf("%#v", *c)} {
+		assert.NotContains(t, s, "OPENSSH PRIVATE KEY", s)
+	}
+}
+
+func TestParseBadInputs(t *testing.T) {
+	cases := []struct {
+		name  string
+		stack string
+		edit  func(m map[string]string)
+		want  []string // substrings of the error: the key, and a hint
+	}{
+		{"missing account", "test-2", func(m map[string]string) { delete(m, "agentkeys:accountId") }, []string{"agentkeys:accountId", "is required", "pulumi config set agentkeys:accountId"}},
+		{"short account", "test-2", func(m map[string]string) { m["agentkeys:accountId"] = "12345" }, []string{"agentkeys:accountId", "12-digit", "example: 123456789012"}},
+		{"account with letters", "prod", func(m map[string]string) { m["agentkeys:accountId"] = "12345678901a" }, []string{"agentkeys:accountId"}},
+		{"zone trailing dot", "test-2", func(m map[string]string) { m["agentkeys:zone"] = "example.org." }, []string{"agentkeys:zone", "example: example.org"}},
+		{"zone upper case", "test-2", func(m map[string]string) { m["agentkeys:zone"] = "Example.ORG" }, []string{"agentkeys:zone"}},
+		{"zone id with prefix", "test-2", func(m map[string]string) { m["agentkeys:parentZoneId"] = "/hostedzone/Z0EXAMPLE" }, []string{"agentkeys:parentZoneId", "/hostedzone/ prefix"}},
+		{"zone id lower", "test-2", func(m map[string]string) { m["agentkeys:parentZoneId"] = "z123abc" }, []string{"agentkeys:parentZoneId"}},
+		{"instance id not hex", "test-2", func(m map[string]string) { m["agentkeys:instanceId"] = "i-zzzz" }, []string{"agentkeys:instanceId", "i-0123456789abcdef0"}},
+		{"instance id missing prefix", "test-2", func(m map[string]string) { m["agentkeys:instanceId"] = "0123456789abcdef0" }, []string{"agentkeys:instanceId"}},
+		{"missing instance", "test-2", func(m map[string]string) { delete(m, "agentkeys:instanceId") }, []string{"agentkeys:instanceId", "is required"}},
+		{"bad allocation id", "test-2", func(m map[string]string) { m["agentkeys:eipAllocationId"] = "alloc-123" }, []string{"agentkeys:eipAllocationId", "eipalloc-"}},
+		{"bad eip address", "test-2", func(m map[string]string) { m["agentkeys:eipAddress"] = "300.1.1.1" }, []string{"agentkeys:eipAddress", "IPv4"}},
+		{"both eip keys", "test-2", func(m map[string]string) {
+			m["agentkeys:eipAddress"] = "203.0.113.7"
+			m["agentkeys:eipAllocationId"] = "eipalloc-0123456789abcdef0"
+		}, []string{"eipAllocationId", "eipAddress", "set one of them"}},
+		{"broker host outside zone", "test-2", func(m map[string]string) { m["agentkeys:brokerHost"] = "broker.other.org" }, []string{"agentkeys:brokerHost", "inside zone example.org"}},
+		{"broker host of another stack", "test-2", func(m map[string]string) { m["agentkeys:brokerHost"] = "broker.example.org" }, []string{"agentkeys:brokerHost", "stack prod", "own issuer"}},
+		{"mail domain outside zone", "test-2", func(m map[string]string) { m["agentkeys:mailDomain"] = "bots.example.net" }, []string{"agentkeys:mailDomain"}},
+		{"chain contradicts base", "base", func(m map[string]string) { m["agentkeys:chain"] = "heima" }, []string{"stack base", "agentkeys:chain", "runs chain \"base\""}},
+		{"chain contradicts prod", "prod", func(m map[string]string) { m["agentkeys:chain"] = "base" }, []string{"agentkeys:chain"}},
+		{"bad contract address", "test-2", func(m map[string]string) { m["agentkeys:contracts"] = `{"REGISTRY":"0x123"}` }, []string{"agentkeys:contracts", "REGISTRY", "20-byte"}},
+		{"contract with chain suffix", "base", func(m map[string]string) { m["agentkeys:contracts"] = `{"REGISTRY_BASE":"0x1111111111111111111111111111111111111111"}` }, []string{"agentkeys:contracts", "chain suffix", "write REGISTRY"}},
+		{"contract lower case", "base", func(m map[string]string) { m["agentkeys:contracts"] = `{"scope":""}` }, []string{"agentkeys:contracts", "upper case"}},
+		{"contracts not a map", "test-2", func(m map[string]string) { m["agentkeys:contracts"] = `["0x1"]` }, []string{"agentkeys:contracts", "map"}},
+		{"ssh key not a key", "test-2", func(m map[string]string) { m["agentkeys:sshPrivateKey"] = "hunter2" }, []string{"agentkeys:sshPrivateKey", "private key"}},
+		{"ssh user", "test-2", func(m map[string]string) { m["agentkeys:sshUser"] = "Root User" }, []string{"agentkeys:sshUser"}},
+		{"host key", "test-2", func(m map[string]string) { m["agentkeys:sshHostKey"] = "AAAAC3Nza" }, []string{"agentkeys:sshHostKey"}},
+		{"repo url", "test-2", func(m map[string]string) { m["agentkeys:agentkeysRepo"] = "github.com/litentry/agentKeys" }, []string{"agentkeys:agentkeysRepo"}},
+		{"git ref", "test-2", func(m map[string]string) { m["agentkeys:agentkeysRef"] = "--upload-pack=evil" }, []string{"agentkeys:agentkeysRef"}},
+		{"acme http", "test-2", func(m map[string]string) { m["agentkeys:acmeDirectory"] = "http://acme.example/dir" }, []string{"agentkeys:acmeDirectory", "https"}},
+		{"resolver", "test-2", func(m map[string]string) { m["agentkeys:dnsResolver"] = "8.8.8.8" }, []string{"agentkeys:dnsResolver", "host:port"}},
+		{"region", "test-2", func(m map[string]string) { m["aws:region"] = "mars-1" }, []string{"aws:region", "us-east-1"}},
+		{"typo key", "test-2", func(m map[string]string) { m["agentkeys:instanceID"] = "i-00000000000000003" }, []string{"agentkeys:instanceID", "not a known key", "did you mean agentkeys:instanceId"}},
+		{"stack test-1", "test-1", func(map[string]string) {}, []string{"stack \"test-1\"", "test-2 or higher"}},
+		{"stack test-0", "test-0", func(map[string]string) {}, []string{"stack \"test-0\""}},
+		{"stack test-x", "test-x", func(map[string]string) {}, []string{"stack \"test-x\"", "not a number"}},
+		{"stack unknown", "staging", func(map[string]string) {}, []string{"stack \"staging\"", "prod, test, test-N"}},
+	}
+	require.GreaterOrEqual(t, len(cases), 15)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := good()
+			tc.edit(raw)
+			_, err := Parse(tc.stack, raw)
+			require.Error(t, err)
+			for _, w := range tc.want {
+				assert.Contains(t, err.Error(), w)
+			}
+		})
+	}
+}
+
+func TestAllProblemsReportedTogether(t *testing.T) {
+	raw := good()
+	raw["agentkeys:accountId"] = "1"
+	raw["agentkeys:instanceId"] = "x"
+	_, err := Parse("test-2", raw)
+	require.Error(t, err)
+	assert.Len(t, err.(*Error).Problems, 2)
+}
+
+func TestStackFiles(t *testing.T) {
+	// The committed stack files pass validation out of the box.
+	stacks, err := StackFiles("../..")
+	require.NoError(t, err)
+	for _, want := range []string{"prod", "test", "test-2", "base"} {
+		assert.Contains(t, stacks, want)
+		c, err := LoadFile("../..", want)
+		require.NoError(t, err, want)
+		assert.Equal(t, want, c.Stack.Name)
+	}
+}
+
+func TestReadStackFileSecureAndObjects(t *testing.T) {
+	dir := t.TempDir()
+	doc := `config:
+  aws:region: eu-west-1
+  agentkeys:accountId: "123456789012"
+  agentkeys:zone: example.org
+  agentkeys:parentZoneId: Z0EXAMPLE0ZONE0ID
+  agentkeys:instanceId: i-00000000000000003
+  agentkeys:sshPrivateKey:
+    secure: AAABAKzFy5uJ0cGh
+  agentkeys:contracts:
+    REGISTRY: "0x1111111111111111111111111111111111111111"
+`
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "Pulumi.test-2.yaml"), []byte(doc), 0o644))
+	raw, err := ReadStackFile(dir, "test-2")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"agentkeys:sshPrivateKey"}, raw.SecretKeys)
+	assert.Equal(t, Encrypted, raw.Values["agentkeys:sshPrivateKey"])
+	assert.JSONEq(t, `{"REGISTRY":"0x1111111111111111111111111111111111111111"}`, raw.Values["agentkeys:contracts"])
+	c, err := LoadFile(dir, "test-2")
+	require.NoError(t, err)
+	assert.Equal(t, "eu-west-1", c.Fork.Region)
+	assert.True(t, c.SSHPrivateKey.Set())
+
+	_, err = LoadFile(dir, "test-3")
+	require.Error(t, err)
+	assert.True(t, strings.Contains(err.Error(), "Pulumi.test-3.yaml does not exist"), err)
+}
