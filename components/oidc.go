@@ -1,0 +1,131 @@
+package components
+
+import (
+	"crypto/sha1"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+
+	"github.com/agentkeys/agentkeys-infra/naming"
+	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/iam"
+	"github.com/pulumi/pulumi-tls/sdk/v5/go/tls"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+)
+
+// OidcFederationArgs configures the stack's IAM OIDC provider.
+type OidcFederationArgs struct {
+	Names naming.Names
+	// Thumbprints is optional: ThumbprintList is optional in pulumi-aws
+	// v6.83.4 and AWS validates the JWKS host against its CA library, so it is
+	// left unset unless given. Once set it cannot be cleared by an update.
+	Thumbprints pulumi.StringArrayInput
+	// DependsOn gates the provider on the broker serving healthy TLS (the host
+	// bring-up): registering an issuer nobody serves breaks federation.
+	DependsOn []pulumi.Resource
+}
+
+// OidcFederation is the IAM OIDC provider for the stack's broker issuer. The
+// federated trusts live on the roles (Principals, DataClassRole), which wait
+// for this provider when their Federated arg is set.
+type OidcFederation struct {
+	pulumi.ResourceState
+
+	Provider    *iam.OpenIdConnectProvider
+	ProviderArn pulumi.StringOutput
+}
+
+// NewOidcFederation declares the OIDC provider for names.Issuer.
+func NewOidcFederation(ctx *pulumi.Context, name string, args *OidcFederationArgs, opts ...pulumi.ResourceOption) (*OidcFederation, error) {
+	if args == nil || args.Names.Issuer == "" {
+		return nil, fmt.Errorf("oidc federation %s: Names with an issuer are required", name)
+	}
+	c := &OidcFederation{}
+	if err := ctx.RegisterComponentResource("agentkeys:index:OidcFederation", name, c, opts...); err != nil {
+		return nil, err
+	}
+	pargs := &iam.OpenIdConnectProviderArgs{
+		Url:           pulumi.String(args.Names.Issuer),
+		ClientIdLists: pulumi.StringArray{pulumi.String(naming.OIDCAudience)},
+	}
+	if args.Thumbprints != nil {
+		pargs.ThumbprintLists = args.Thumbprints
+	}
+	var err error
+	if c.Provider, err = iam.NewOpenIdConnectProvider(ctx, name+"-provider", pargs,
+		pulumi.Parent(c), pulumi.DependsOn(args.DependsOn)); err != nil {
+		return nil, err
+	}
+	c.ProviderArn = c.Provider.Arn
+	return c, ctx.RegisterResourceOutputs(c, pulumi.Map{
+		"providerArn": c.ProviderArn,
+		"issuer":      pulumi.String(args.Names.Issuer),
+	})
+}
+
+// TopIntermediateThumbprint returns the hex SHA-1 of the top intermediate CA
+// of a served chain (the CA just below the root), which AWS documents as the
+// provider thumbprint: it survives leaf renewals. Self-signed roots and the
+// leaf are skipped; the order of certs does not matter (tls.GetCertificate
+// returns the root first).
+func TopIntermediateThumbprint(certs []tls.GetCertificateCertificate) (string, error) {
+	type parsed struct {
+		c   *x509.Certificate
+		der []byte
+	}
+	var cas []parsed
+	for i, gc := range certs {
+		blk, _ := pem.Decode([]byte(gc.CertPem))
+		if blk == nil {
+			return "", fmt.Errorf("certificate %d (%s): no PEM block", i, gc.Subject)
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return "", fmt.Errorf("certificate %d (%s): %w", i, gc.Subject, err)
+		}
+		selfSigned := string(c.RawIssuer) == string(c.RawSubject) && c.CheckSignatureFrom(c) == nil
+		if c.IsCA && !selfSigned {
+			cas = append(cas, parsed{c, blk.Bytes})
+		}
+	}
+	// The top intermediate is the one no other intermediate in the chain issued.
+	var top []parsed
+	for _, a := range cas {
+		issuedByOther := false
+		for _, b := range cas {
+			if a.c != b.c && string(a.c.RawIssuer) == string(b.c.RawSubject) {
+				issuedByOther = true
+			}
+		}
+		if !issuedByOther {
+			top = append(top, a)
+		}
+	}
+	switch len(top) {
+	case 0:
+		return "", errors.New("no intermediate CA in the chain; serve the full chain (leaf + intermediates)")
+	case 1:
+		sum := sha1.Sum(top[0].der)
+		return hex.EncodeToString(sum[:]), nil
+	default:
+		return "", fmt.Errorf("%d unrelated intermediate CAs in the chain; cannot tell which is the top", len(top))
+	}
+}
+
+// LiveThumbprints reads the certificate chain https://<host> serves (a live
+// TLS call: pass pulumi.DependsOn of the host bring-up so it runs only once
+// the host serves TLS) and returns the one-element thumbprint list.
+func LiveThumbprints(ctx *pulumi.Context, host string, opts ...pulumi.InvokeOption) pulumi.StringArrayOutput {
+	res := tls.GetCertificateOutput(ctx, tls.GetCertificateOutputArgs{
+		Url:         pulumi.String("https://" + host),
+		VerifyChain: pulumi.Bool(true),
+	}, opts...)
+	return res.Certificates().ApplyT(func(cs []tls.GetCertificateCertificate) ([]string, error) {
+		t, err := TopIntermediateThumbprint(cs)
+		if err != nil {
+			return nil, fmt.Errorf("thumbprint of https://%s: %w", host, err)
+		}
+		return []string{t}, nil
+	}).(pulumi.StringArrayOutput)
+}
