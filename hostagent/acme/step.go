@@ -1,0 +1,343 @@
+// Package acme is the host agent's certificate step: ACME HTTP-01 through the
+// nginx webroot with lego as a library. A hostname is ordered only when its
+// DNS points at this host and a self-probe through nginx succeeds; a valid
+// certificate with more than a third of its lifetime left is never re-ordered.
+package acme
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-acme/lego/v5/acme"
+	"github.com/go-acme/lego/v5/certcrypto"
+	"github.com/go-acme/lego/v5/certificate"
+	"github.com/go-acme/lego/v5/lego"
+	legolog "github.com/go-acme/lego/v5/log"
+
+	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
+	"github.com/agentkeys/agentkeys-infra/hostagent/nginx"
+)
+
+// DefaultConcurrency bounds parallel orders: enough to overlap the CA's
+// validation waits, few enough to stay far from its request-rate limits.
+const DefaultConcurrency = 4
+
+// Step converges one certificate per public hostname.
+type Step struct {
+	// Nginx is re-run after certificates change, flipping those hosts to
+	// Phase B and reloading; nil leaves that to a later nginx step.
+	Nginx *nginx.Step
+	// Concurrency is the number of parallel orders (0 = DefaultConcurrency, 1 = sequential).
+	Concurrency int
+	// RenewOnly (the renew command) leaves hosts without a certificate alone.
+	RenewOnly bool
+	// HTTPClient talks to the ACME directory; nil uses lego's default, which
+	// trusts the system roots plus LEGO_CA_CERTIFICATES (a test CA's root).
+	HTTPClient *http.Client
+	// Now is the clock for the renewal decision (tests); nil = time.Now.
+	Now func() time.Time
+}
+
+// Name implements agent.Step.
+func (s *Step) Name() string { return "certificates" }
+
+type outcome struct {
+	kind   string // valid, adopted, issued, skipped
+	reason string
+}
+
+// Run implements agent.Step.
+func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
+	res := agent.Result{Step: s.Name()}
+	sp := env.Spec
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
+	}
+	out := io.Discard
+	if env.Log != nil {
+		out = env.Log
+	}
+	legolog.SetDefault(slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelWarn})))
+
+	hosts := sp.Hostnames()
+	results := map[string]outcome{}
+	var mu sync.Mutex
+	set := func(h string, o outcome) {
+		mu.Lock()
+		results[h] = o
+		mu.Unlock()
+	}
+	var toOrder []string
+	for _, h := range hosts {
+		fc, pk := nginx.CertFiles(h)
+		cur, err := readCert(env.Path(fc), env.Path(pk), h)
+		have := err == nil
+		m := readMeta(env.Path(metaFile(path.Dir(fc))))
+		if have && !cur.due(now()) && (m.Source == "certbot" || m.Directory == sp.ACME.Directory) {
+			set(h, outcome{kind: "valid", reason: describe(cur)})
+			continue
+		}
+		if s.RenewOnly && !have {
+			set(h, outcome{kind: "skipped", reason: "no certificate yet; apply issues it"})
+			continue
+		}
+		if sp.ACME.CertbotLive != "" && (!have || cur.due(now())) {
+			cf, ck := certbotPair(env.Path(sp.ACME.CertbotLive), h)
+			if ci, err := readCert(cf, ck, h); err == nil && !ci.due(now()) {
+				if err := s.adopt(env, h, cf, ck); err != nil {
+					return res, err
+				}
+				set(h, outcome{kind: "adopted", reason: "certbot certificate " + describe(ci)})
+				continue
+			}
+		}
+		toOrder = append(toOrder, h)
+	}
+
+	if len(toOrder) > 0 {
+		if env.DryRun {
+			for _, h := range toOrder {
+				if r, _ := checkDNS(ctx, sp.ACME.Resolver, h, sp.PublicIP); r != "" {
+					set(h, outcome{kind: "skipped", reason: r})
+				} else {
+					set(h, outcome{kind: "issued", reason: "would order"})
+				}
+			}
+		} else if err := s.order(ctx, env, &res, toOrder, set); err != nil {
+			return res, err
+		}
+	}
+
+	// Report, in hostname order.
+	issued, valid, adopted := []string{}, []string{}, []string{}
+	skipped := map[string]string{}
+	changed := false
+	for _, h := range hosts {
+		o := results[h]
+		switch o.kind {
+		case "valid":
+			valid = append(valid, h)
+		case "adopted":
+			adopted = append(adopted, h)
+			changed = true
+			res.Changes = append(res.Changes, verb(env, "adopted ")+h+" ("+o.reason+")")
+		case "issued":
+			issued = append(issued, h)
+			changed = true
+			res.Changes = append(res.Changes, verb(env, "issued ")+h)
+		default:
+			skipped[h] = o.reason
+			res.Changes = append(res.Changes, "skipped "+h+": "+o.reason)
+		}
+		if env.Report != nil && !env.DryRun {
+			if o.kind == "skipped" {
+				env.Report.SkipHost(h, o.reason)
+			} else {
+				env.Report.Issued(h)
+			}
+		}
+	}
+	res.Detail = map[string]any{"issued": issued, "valid": valid, "adopted": adopted, "skipped": skipped}
+	switch {
+	case changed:
+		res.Status = agent.Changed
+	case len(skipped) == len(hosts) && len(hosts) > 0:
+		res.Status = agent.Skipped
+	default:
+		res.Status = agent.OK
+	}
+	if len(skipped) > 0 {
+		var parts []string
+		for _, h := range hosts {
+			if r, ok := skipped[h]; ok {
+				parts = append(parts, h+": "+r)
+			}
+		}
+		res.Reason = fmt.Sprintf("%d of %d hosts skipped: %s", len(skipped), len(hosts), strings.Join(parts, "; "))
+	}
+	if changed && !env.DryRun && s.Nginx != nil {
+		nres, err := s.Nginx.Run(ctx, env)
+		for _, c := range nres.Changes {
+			res.Changes = append(res.Changes, "nginx: "+c)
+		}
+		if err != nil {
+			return res, fmt.Errorf("certificates are in place but the nginx flip to TLS failed: %w", err)
+		}
+	}
+	return res, nil
+}
+
+func verb(env *agent.Env, v string) string {
+	if env.DryRun {
+		return "would be " + v
+	}
+	return v
+}
+
+// adopt copies an adopted host's certbot certificate into the agent's layout.
+func (s *Step) adopt(env *agent.Env, host, fullchain, privkey string) error {
+	if env.DryRun {
+		return nil
+	}
+	fc, err := os.ReadFile(fullchain)
+	if err != nil {
+		return err
+	}
+	pk, err := os.ReadFile(privkey)
+	if err != nil {
+		return err
+	}
+	return s.store(env, host, fc, pk, meta{Source: "certbot"})
+}
+
+// store writes one host's key, chain and meta (key first, 0600).
+func (s *Step) store(env *agent.Env, host string, fullchain, privkey []byte, m meta) error {
+	owner, err := env.Owner("", "")
+	if err != nil {
+		return err
+	}
+	fc, pk := nginx.CertFiles(host)
+	if _, err := env.EnsureDir(nil, path.Dir(fc), 0o700, owner); err != nil {
+		return err
+	}
+	if _, err := env.WriteFile(nil, pk, privkey, 0o600, owner); err != nil {
+		return err
+	}
+	if _, err := env.WriteFile(nil, fc, fullchain, 0o644, owner); err != nil {
+		return err
+	}
+	b, _ := json.Marshal(m)
+	b = append(b, '\n')
+	_, err = env.WriteFile(nil, metaFile(path.Dir(fc)), b, 0o644, owner)
+	return err
+}
+
+// order checks DNS and the self-probe, then orders, for each host, with at
+// most Concurrency hosts in flight. Per-host failures become skips.
+func (s *Step) order(ctx context.Context, env *agent.Env, res *agent.Result, hosts []string, set func(string, outcome)) error {
+	sp := env.Spec
+	u, accs, err := loadUser(env, res, sp.ACME.Directory, sp.ACME.Email)
+	if err != nil {
+		return err
+	}
+	newClient := func() (*lego.Client, error) {
+		cfg := lego.NewConfig(u)
+		cfg.CADirURL = sp.ACME.Directory
+		cfg.UserAgent = "agentkeys-hostagent"
+		if s.HTTPClient != nil {
+			cfg.HTTPClient = s.HTTPClient
+		}
+		c, err := lego.NewClient(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("ACME directory %s: %w", sp.ACME.Directory, err)
+		}
+		wr := webroot{dir: env.Path(path.Join(sp.Nginx.Webroot, ".well-known", "acme-challenge"))}
+		if err := c.Challenge.SetHTTP01Provider(wr); err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	probeBase := sp.ACME.ProbeBase
+	if probeBase == "" {
+		probeBase = fmt.Sprintf("http://127.0.0.1:%d", sp.Nginx.HTTPPort)
+	}
+	wr := webroot{dir: env.Path(path.Join(sp.Nginx.Webroot, ".well-known", "acme-challenge"))}
+
+	// Gate every host first (cheap), so the account is registered only when
+	// something will really be ordered.
+	var ready []string
+	for _, h := range hosts {
+		if r, err := checkDNS(ctx, sp.ACME.Resolver, h, sp.PublicIP); err != nil {
+			return err
+		} else if r != "" {
+			set(h, outcome{kind: "skipped", reason: r})
+			continue
+		}
+		if r := probe(ctx, wr, probeBase, h); r != "" {
+			set(h, outcome{kind: "skipped", reason: r})
+			continue
+		}
+		ready = append(ready, h)
+	}
+	if len(ready) == 0 {
+		return nil
+	}
+	if u.reg == nil {
+		c, err := newClient()
+		if err != nil {
+			return err
+		}
+		loc, err := register(ctx, c.Registration, u)
+		if err != nil {
+			return err
+		}
+		u.reg = &acme.ExtendedAccount{Location: loc}
+		accs[sp.ACME.Directory] = loc
+		if err := saveAccounts(env, res, accs); err != nil {
+			return err
+		}
+	}
+
+	n := s.Concurrency
+	if n <= 0 {
+		n = DefaultConcurrency
+	}
+	if n > len(ready) {
+		n = len(ready)
+	}
+	jobs := make(chan string)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := newClient()
+			if err != nil {
+				for h := range jobs {
+					set(h, outcome{kind: "skipped", reason: err.Error()})
+				}
+				return
+			}
+			for h := range jobs {
+				set(h, s.orderOne(ctx, env, c, h))
+			}
+		}()
+	}
+	for _, h := range ready {
+		jobs <- h
+	}
+	close(jobs)
+	wg.Wait()
+	return nil
+}
+
+func (s *Step) orderOne(ctx context.Context, env *agent.Env, c *lego.Client, h string) outcome {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	env.CountACMEOrder()
+	env.Logf("certificates: ordering %s", h)
+	r, err := c.Certificate.Obtain(ctx, certificate.ObtainRequest{
+		Domains: []string{h},
+		Bundle:  true,
+		KeyType: certcrypto.EC256,
+	})
+	if err != nil {
+		return outcome{kind: "skipped", reason: "ACME order failed: " + oneLine(err.Error())}
+	}
+	if err := s.store(env, h, r.Certificate, r.PrivateKey, meta{Source: "acme", Directory: env.Spec.ACME.Directory}); err != nil {
+		return outcome{kind: "skipped", reason: "storing the issued certificate failed: " + err.Error()}
+	}
+	return outcome{kind: "issued"}
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

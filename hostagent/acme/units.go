@@ -1,0 +1,79 @@
+package acme
+
+import (
+	"fmt"
+	"path"
+	"sort"
+
+	"github.com/agentkeys/agentkeys-infra/hostagent/nginx"
+)
+
+// Renew unit names; the units step installs and enables the timer.
+const (
+	RenewService = "agentkeys-hostagent-renew.service"
+	RenewTimer   = "agentkeys-hostagent-renew.timer"
+)
+
+// RenewUnits returns the renew timer and its service, by unit file name.
+// agentBin and specFile are absolute host paths. The service runs as root
+// (it writes private keys and reloads nginx) but may write only the
+// certificate, state, webroot and nginx runtime paths.
+func RenewUnits(agentBin, specFile, stateDir, webroot string) map[string]string {
+	rw := []string{nginx.CertDir, stateDir, webroot, "/run", "/var/log/nginx", "/var/lib/nginx"}
+	sort.Strings(rw)
+	service := fmt.Sprintf(`# Managed by agentkeys-hostagent; edits are overwritten.
+[Unit]
+Description=AgentKeys host agent: renew due TLS certificates
+Documentation=man:systemd.timer(5)
+After=network-online.target nginx.service
+Wants=network-online.target
+
+[Service]
+Type=oneshot
+ExecStart=%s renew --spec %s
+NoNewPrivileges=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectSystem=strict
+ReadWritePaths=%s
+ProtectHome=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+`, agentBin, specFile, joinSpace(rw))
+	timer := fmt.Sprintf(`# Managed by agentkeys-hostagent; edits are overwritten.
+[Unit]
+Description=AgentKeys host agent: daily certificate renewal check
+
+[Timer]
+OnCalendar=daily
+RandomizedDelaySec=6h
+Persistent=true
+Unit=%s
+
+[Install]
+WantedBy=timers.target
+`, RenewService)
+	return map[string]string{RenewService: service, RenewTimer: timer}
+}
+
+func joinSpace(xs []string) string {
+	out := ""
+	for i, x := range xs {
+		if i > 0 {
+			out += " "
+		}
+		out += path.Clean(x)
+	}
+	return out
+}

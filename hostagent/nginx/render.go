@@ -1,0 +1,167 @@
+// Package nginx is the host agent's vhost step: one file per public hostname,
+// Phase A (HTTP, ACME webroot, 503 elsewhere) until the host's certificate is
+// on disk, then Phase B (TLS, proxy to the service on 127.0.0.1).
+package nginx
+
+import (
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+	"text/template"
+
+	"github.com/agentkeys/agentkeys-infra/hostagent/fsx"
+	"github.com/agentkeys/agentkeys-infra/hostagent/spec"
+)
+
+// CertDir is where the agent keeps each hostname's certificate
+// (<CertDir>/<host>/fullchain.pem and privkey.pem); the acme step fills it,
+// this step serves it. Certbot's /etc/letsencrypt/live is only read, to adopt.
+const CertDir = "/etc/agentkeys/tls"
+
+// FilePrefix marks the files this step owns in the conf dir; stale ones are removed.
+const FilePrefix = "agentkeys-"
+
+// CertFiles returns the host paths of host's certificate chain and key.
+func CertFiles(host string) (fullchain, privkey string) {
+	d := path.Join(CertDir, host)
+	return path.Join(d, "fullchain.pem"), path.Join(d, "privkey.pem")
+}
+
+// ConfFile is the host path of host's vhost file.
+func ConfFile(s *spec.HostSpec, host string) string {
+	return path.Join(s.Nginx.ConfDir, FilePrefix+host+".conf")
+}
+
+// HasCert reports whether host's certificate and key under root load as a
+// pair, which is what nginx -t will check: only then is Phase B rendered.
+func HasCert(root, host string) bool {
+	c, k := CertFiles(host)
+	_, err := tls.LoadX509KeyPair(fsx.HostPath(root, c), fsx.HostPath(root, k))
+	return err == nil
+}
+
+// Vhost is one rendered server file.
+type Vhost struct {
+	Host  string
+	Phase string // "A" or "B"
+	Path  string // host path of the file
+	Data  []byte
+}
+
+type vhostData struct {
+	Host       string
+	Listen     string // address prefix for listen ("" or "127.0.0.1:")
+	HTTPPort   int
+	HTTPSPort  int
+	Webroot    string
+	Fullchain  string
+	Privkey    string
+	Upstream   string
+	HTTPSSufix string // ":<port>" in redirects when not 443
+}
+
+var tmplA = template.Must(template.New("A").Parse(`# Managed by agentkeys-hostagent; edits are overwritten.
+# Phase A: no certificate yet for {{.Host}}; serve only the ACME challenge.
+server {
+    listen {{.Listen}}{{.HTTPPort}};
+    server_name {{.Host}};
+
+    location ^~ /.well-known/acme-challenge/ {
+        root {{.Webroot}};
+        default_type text/plain;
+        try_files $uri =404;
+    }
+
+    location / {
+        default_type text/plain;
+        return 503 "TLS cert not yet issued\n";
+    }
+}
+`))
+
+var tmplB = template.Must(template.New("B").Parse(`# Managed by agentkeys-hostagent; edits are overwritten.
+# Phase B: {{.Host}} over TLS, proxied to {{.Upstream}}.
+server {
+    listen {{.Listen}}{{.HTTPPort}};
+    server_name {{.Host}};
+
+    location ^~ /.well-known/acme-challenge/ {
+        root {{.Webroot}};
+        default_type text/plain;
+        try_files $uri =404;
+    }
+
+    location / {
+        return 301 https://$host{{.HTTPSSufix}}$request_uri;
+    }
+}
+
+server {
+    listen {{.Listen}}{{.HTTPSPort}} ssl;
+    server_name {{.Host}};
+
+    ssl_certificate     {{.Fullchain}};
+    ssl_certificate_key {{.Privkey}};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:agentkeys_ssl:1m;
+
+    location / {
+        proxy_pass http://{{.Upstream}};
+        proxy_http_version 1.1;
+        proxy_set_header Host $host;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto https;
+        proxy_set_header Connection "";
+        proxy_read_timeout 120s;
+    }
+}
+`))
+
+// Render renders every vhost of s. root maps host paths (webroot, certs) the
+// way nginx will open them; listenAddr ("" = all addresses) prefixes listen.
+func Render(s *spec.HostSpec, root, listenAddr string) ([]Vhost, error) {
+	var out []Vhost
+	svcs := append([]spec.Service(nil), s.Services...)
+	sort.Slice(svcs, func(i, j int) bool { return svcs[i].Hostname < svcs[j].Hostname })
+	for _, svc := range svcs {
+		if svc.Hostname == "" {
+			continue
+		}
+		if strings.ContainsAny(svc.Hostname, " ;{}\"'\n\t$") {
+			return nil, fmt.Errorf("services[%s].hostname %q cannot go into an nginx config", svc.Name, svc.Hostname)
+		}
+		fc, pk := CertFiles(svc.Hostname)
+		d := vhostData{
+			Host:      svc.Hostname,
+			HTTPPort:  s.Nginx.HTTPPort,
+			HTTPSPort: s.Nginx.HTTPSPort,
+			Webroot:   fsx.HostPath(root, s.Nginx.Webroot),
+			Fullchain: fsx.HostPath(root, fc),
+			Privkey:   fsx.HostPath(root, pk),
+			// An IP, never a hostname: a DNS failure would break the config load.
+			Upstream: fmt.Sprintf("127.0.0.1:%d", svc.Port),
+		}
+		if listenAddr != "" {
+			d.Listen = listenAddr + ":"
+		}
+		if s.Nginx.HTTPSPort != 443 {
+			d.HTTPSSufix = fmt.Sprintf(":%d", s.Nginx.HTTPSPort)
+		}
+		v := Vhost{Host: svc.Hostname, Phase: "A", Path: ConfFile(s, svc.Hostname)}
+		t := tmplA
+		if HasCert(root, svc.Hostname) {
+			v.Phase, t = "B", tmplB
+		}
+		var b bytes.Buffer
+		if err := t.Execute(&b, d); err != nil {
+			return nil, err
+		}
+		v.Data = b.Bytes()
+		out = append(out, v)
+	}
+	return out, nil
+}
