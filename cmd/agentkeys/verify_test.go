@@ -14,16 +14,16 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 
 	"github.com/agentkeys/agentkeys-infra/naming"
+	"github.com/agentkeys/agentkeys-infra/ops/stackcfg"
 	"github.com/agentkeys/agentkeys-infra/ops/testkit/mototest"
 	"github.com/agentkeys/agentkeys-infra/ops/testkit/stacktest"
-	"github.com/agentkeys/agentkeys-infra/ops/stackcfg"
 )
 
 // project writes Pulumi.<stack>.yaml files into a temp project dir.
 func project(t *testing.T, stacks ...string) string {
 	dir := t.TempDir()
 	for _, s := range stacks {
-		y := "config:\n  aws:region: us-east-1\n  agentkeys:accountId: \"" + mototest.Account + "\"\n  agentkeys:zone: example.test\n  agentkeys:instanceId: i-0123456789abcdef0\n"
+		y := "config:\n  aws:region: us-east-1\n  agentkeys:accountId: \"" + mototest.Account + "\"\n  agentkeys:zone: example.test\n  agentkeys:parentZoneId: Z0EXAMPLE0ZONE0ID\n  agentkeys:instanceId: i-0123456789abcdef0\n"
 		if err := os.WriteFile(filepath.Join(dir, "Pulumi."+s+".yaml"), []byte(y), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -106,13 +106,11 @@ func TestVerifyBadInput(t *testing.T) {
 	}{
 		{[]string{"verify"}, "--stack is required"},
 		{[]string{"verify", "--stack", "staging"}, "not an AgentKeys stack name"},
-		{[]string{"verify", "--stack", "test-3"}, "missing agentkeys:accountId"},
+		{[]string{"verify", "--stack", "test-3"}, "does not exist"},
 		{[]string{"verify", "--stack", "test-2", "--resolver", "tcp://1.1.1.1"}, "--resolver"},
 		{[]string{"verify", "--stack", "test-2", "--connect", "nohost"}, "want host=ip:port"},
 		{[]string{"verify", "--stack", "test-2", "--ca", "/nonexistent/ca.pem"}, "--ca"},
 	} {
-		t.Setenv("AGENTKEYS_ACCOUNT_ID", "")
-		t.Setenv("AGENTKEYS_ZONE", "")
 		code, _, errs := runCLI(t, deps{}, append(tc.args, "--project-dir", dir)...)
 		if code != exitUsage || !strings.Contains(errs, tc.want) {
 			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tc.args, code, errs, tc.want)

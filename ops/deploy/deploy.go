@@ -1,0 +1,314 @@
+// Package deploy drives pulumi preview/up/refresh/destroy for one or several
+// stacks behind an Engine interface (the real one wraps the Automation API;
+// the Pulumi CLI it needs is absent on dev machines), with the CI rules:
+// a prod-posture stack is never replaced or deleted without --allow-replace,
+// stacks converge with bounded concurrency, previews become a Markdown summary.
+package deploy
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/agentkeys/agentkeys-infra/naming"
+)
+
+// Action is a lifecycle operation.
+type Action string
+
+const (
+	Preview Action = "preview"
+	Up      Action = "up"
+	Refresh Action = "refresh"
+	Destroy Action = "destroy"
+)
+
+// ParseAction validates an action name.
+func ParseAction(s string) (Action, error) {
+	switch a := Action(s); a {
+	case Preview, Up, Refresh, Destroy:
+		return a, nil
+	}
+	return "", fmt.Errorf("unknown action %q: use preview, up, refresh or destroy", s)
+}
+
+// Step is one resource step of an operation.
+type Step struct {
+	Op   string // create, update, replace, create-replacement, delete-replaced, delete, same, ...
+	URN  string
+	Type string
+}
+
+// Output is one stack output; Secret values are never rendered.
+type Output struct {
+	Value  any
+	Secret bool
+}
+
+// Result is what an engine reports for one operation on one stack.
+type Result struct {
+	Counts  map[string]int // op -> number of resources
+	Steps   []Step
+	Outputs map[string]Output
+}
+
+// LastDeploy summarises a stack's most recent update.
+type LastDeploy struct {
+	Kind   string // update, refresh, destroy, ...
+	Result string // succeeded, failed, in-progress
+	End    time.Time
+}
+
+// Engine runs Pulumi operations on one stack.
+type Engine interface {
+	Preview(ctx context.Context, stack string) (Result, error)
+	Up(ctx context.Context, stack string) (Result, error)
+	Refresh(ctx context.Context, stack string) (Result, error)
+	Destroy(ctx context.Context, stack string) (Result, error)
+	// LastDeploy returns false when the stack has no history.
+	LastDeploy(ctx context.Context, stack string) (LastDeploy, bool, error)
+}
+
+// Status of one stack's outcome.
+type Status string
+
+const (
+	OK      Status = "ok"
+	Failed  Status = "failed"
+	Refused Status = "refused"
+)
+
+// Outcome is what happened to one stack.
+type Outcome struct {
+	Stack   string
+	Action  Action
+	Status  Status
+	Reason  string // why refused or failed
+	Preview *Result
+	Result  *Result
+}
+
+// Driver applies an action to stacks.
+type Driver struct {
+	Engine       Engine
+	Parallel     int  // at most this many stacks at once (>= 1)
+	AllowReplace bool // let prod-posture stacks replace/delete resources
+}
+
+// Destructive counts steps that replace or delete a resource.
+func Destructive(r Result) (replaces, deletes int) {
+	// Step events report one logical replace as create-replacement, replace
+	// and delete-replaced; the change summary as "replace". Count it once.
+	replaces = r.Counts["replace"]
+	if replaces == 0 {
+		replaces = r.Counts["create-replacement"]
+	}
+	return replaces, r.Counts["delete"] + r.Counts["discard"]
+}
+
+// Run applies action to every stack, at most Parallel at a time, and returns
+// the outcomes in the order of stacks.
+func (d Driver) Run(ctx context.Context, action Action, stacks []string) []Outcome {
+	par := d.Parallel
+	if par < 1 {
+		par = 1
+	}
+	out := make([]Outcome, len(stacks))
+	sem := make(chan struct{}, par)
+	var wg sync.WaitGroup
+	for i, s := range stacks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				out[i] = Outcome{Stack: s, Action: action, Status: Failed, Reason: ctx.Err().Error()}
+				return
+			}
+			defer func() { <-sem }()
+			out[i] = d.one(ctx, action, s)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func (d Driver) one(ctx context.Context, action Action, stack string) Outcome {
+	o := Outcome{Stack: stack, Action: action}
+	st, err := naming.ParseStack(stack)
+	if err != nil {
+		o.Status, o.Reason = Failed, err.Error()
+		return o
+	}
+	failed := func(err error) Outcome {
+		o.Status, o.Reason = Failed, err.Error()
+		return o
+	}
+	var r Result
+	switch action {
+	case Preview:
+		r, err = d.Engine.Preview(ctx, stack)
+		if err != nil {
+			return failed(err)
+		}
+		o.Preview = &r
+	case Up:
+		if st.ProdPosture() {
+			// The gate: preview first, and stop before anything changes.
+			p, err := d.Engine.Preview(ctx, stack)
+			if err != nil {
+				return failed(fmt.Errorf("gate preview: %w", err))
+			}
+			o.Preview = &p
+			if rep, del := Destructive(p); (rep > 0 || del > 0) && !d.AllowReplace {
+				o.Status = Refused
+				o.Reason = fmt.Sprintf("%s is a prod-posture stack and the preview replaces %d and deletes %d resource(s); review the preview and re-run with --allow-replace", stack, rep, del)
+				return o
+			}
+		}
+		r, err = d.Engine.Up(ctx, stack)
+		if err != nil {
+			return failed(err)
+		}
+	case Refresh:
+		r, err = d.Engine.Refresh(ctx, stack)
+		if err != nil {
+			return failed(err)
+		}
+	case Destroy:
+		if st.ProdPosture() && !d.AllowReplace {
+			o.Status = Refused
+			o.Reason = fmt.Sprintf("%s is a prod-posture stack: destroy deletes every resource; re-run with --allow-replace if that is really intended", stack)
+			return o
+		}
+		r, err = d.Engine.Destroy(ctx, stack)
+		if err != nil {
+			return failed(err)
+		}
+	default:
+		return failed(fmt.Errorf("unknown action %q", action))
+	}
+	if action != Preview {
+		o.Result = &r
+	}
+	o.Status = OK
+	return o
+}
+
+// ExitCode maps outcomes to the CLI's exit code: 1 if any failed, else 3 if
+// any was refused by the gate, else 0.
+func ExitCode(outs []Outcome) int {
+	code := 0
+	for _, o := range outs {
+		switch o.Status {
+		case Failed:
+			return 1
+		case Refused:
+			code = 3
+		}
+	}
+	return code
+}
+
+// opOrder is the column order of summaries.
+var opOrder = []string{"create", "update", "replace", "delete", "same"}
+
+// counts folds raw op counts into the summary columns.
+func counts(r Result) map[string]int {
+	rep, del := Destructive(r)
+	return map[string]int{"create": r.Counts["create"], "update": r.Counts["update"], "replace": rep, "delete": del, "same": r.Counts["same"]}
+}
+
+// Markdown renders outcomes for a pull-request comment. It prints op counts,
+// resource URNs and non-secret outputs only: never a property value.
+func Markdown(outs []Outcome) string {
+	var b strings.Builder
+	action := Preview
+	if len(outs) > 0 {
+		action = outs[0].Action
+	}
+	fmt.Fprintf(&b, "### `pulumi %s`\n\n", action)
+	b.WriteString("| stack | status | create | update | replace | delete | same |\n|---|---|---:|---:|---:|---:|---:|\n")
+	for _, o := range outs {
+		r := o.Result
+		if r == nil {
+			r = o.Preview
+		}
+		c := map[string]int{}
+		if r != nil {
+			c = counts(*r)
+		}
+		status := string(o.Status)
+		if o.Status != OK {
+			status = "**" + status + "**"
+		}
+		if rep := c["replace"] + c["delete"]; rep > 0 {
+			if st, err := naming.ParseStack(o.Stack); err == nil && st.ProdPosture() {
+				status += " ⚠️ prod"
+			}
+		}
+		fmt.Fprintf(&b, "| %s | %s |", o.Stack, status)
+		for _, op := range opOrder {
+			fmt.Fprintf(&b, " %d |", c[op])
+		}
+		b.WriteString("\n")
+	}
+	for _, o := range outs {
+		if o.Reason != "" {
+			fmt.Fprintf(&b, "\n> **%s**: %s\n", o.Stack, mdEscape(o.Reason))
+		}
+		r := o.Result
+		if r == nil {
+			r = o.Preview
+		}
+		if r == nil {
+			continue
+		}
+		var changed []Step
+		for _, s := range r.Steps {
+			if s.Op != "same" && s.Op != "read" {
+				changed = append(changed, s)
+			}
+		}
+		if len(changed) > 0 {
+			fmt.Fprintf(&b, "\n<details><summary>%s: %d change(s)</summary>\n\n| op | type | name |\n|---|---|---|\n", o.Stack, len(changed))
+			for _, s := range changed {
+				fmt.Fprintf(&b, "| %s | `%s` | `%s` |\n", s.Op, s.Type, urnName(s.URN))
+			}
+			b.WriteString("\n</details>\n")
+		}
+		if len(r.Outputs) > 0 {
+			keys := make([]string, 0, len(r.Outputs))
+			for k := range r.Outputs {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			fmt.Fprintf(&b, "\n<details><summary>%s: outputs</summary>\n\n| output | value |\n|---|---|\n", o.Stack)
+			for _, k := range keys {
+				v := "[secret]"
+				if !r.Outputs[k].Secret {
+					v = "`" + mdEscape(fmt.Sprint(r.Outputs[k].Value)) + "`"
+				}
+				fmt.Fprintf(&b, "| %s | %s |\n", k, v)
+			}
+			b.WriteString("\n</details>\n")
+		}
+	}
+	return b.String()
+}
+
+// urnName is the resource name part of a URN (after the last "::").
+func urnName(urn string) string {
+	if i := strings.LastIndex(urn, "::"); i >= 0 {
+		return urn[i+2:]
+	}
+	return urn
+}
+
+func mdEscape(s string) string {
+	return strings.NewReplacer("|", "\\|", "\n", " ", "`", "'").Replace(s)
+}

@@ -1,0 +1,135 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+const urn = "urn:pulumi:%s::agentkeys::%s::%s"
+
+func replacePreview(stack string) Result {
+	return Result{
+		Counts: map[string]int{"replace": 1, "delete": 1, "same": 40, "update": 2},
+		Steps: []Step{
+			{Op: "replace", Type: "aws:iam/role:Role", URN: fmt.Sprintf(urn, stack, "aws:iam/role:Role", "data-role")},
+			{Op: "delete", Type: "aws:s3/bucket:Bucket", URN: fmt.Sprintf(urn, stack, "aws:s3/bucket:Bucket", "old-bucket")},
+			{Op: "update", Type: "aws:route53/record:Record", URN: fmt.Sprintf(urn, stack, "aws:route53/record:Record", "a-broker")},
+			{Op: "same", Type: "aws:iam/user:User", URN: fmt.Sprintf(urn, stack, "aws:iam/user:User", "daemon")},
+		},
+	}
+}
+
+func TestUpOnProdPostureRefusedWhenPreviewReplaces(t *testing.T) {
+	for _, stack := range []string{"prod", "base"} {
+		f := &fake{preview: map[string]Result{stack: replacePreview(stack)}}
+		outs := Driver{Engine: f}.Run(context.Background(), Up, []string{stack})
+		if outs[0].Status != Refused || !strings.Contains(outs[0].Reason, "--allow-replace") {
+			t.Fatalf("%s: %+v", stack, outs[0])
+		}
+		if slices.Contains(f.calls, "up "+stack) {
+			t.Fatalf("%s: up ran despite the gate: %v", stack, f.calls)
+		}
+		if ExitCode(outs) != 3 {
+			t.Fatalf("exit %d, want 3", ExitCode(outs))
+		}
+		// Explicitly allowed: up runs.
+		f = &fake{preview: map[string]Result{stack: replacePreview(stack)}}
+		outs = Driver{Engine: f, AllowReplace: true}.Run(context.Background(), Up, []string{stack})
+		if outs[0].Status != OK || !slices.Equal(f.calls, []string{"preview " + stack, "up " + stack}) {
+			t.Fatalf("%s with --allow-replace: %+v calls %v", stack, outs[0], f.calls)
+		}
+	}
+}
+
+func TestUpGateLetsSafeProdAndAnyTestStackThrough(t *testing.T) {
+	f := &fake{preview: map[string]Result{
+		"prod":   {Counts: map[string]int{"update": 2, "create": 1, "same": 40}},
+		"test-2": replacePreview("test-2"),
+	}}
+	outs := Driver{Engine: f, Parallel: 1}.Run(context.Background(), Up, []string{"prod", "test-2"})
+	if outs[0].Status != OK || outs[1].Status != OK || ExitCode(outs) != 0 {
+		t.Fatalf("%+v", outs)
+	}
+	// A test slot is not gated: no preview before its up.
+	if slices.Contains(f.calls, "preview test-2") {
+		t.Fatalf("test slot was previewed by the gate: %v", f.calls)
+	}
+}
+
+func TestDestroyProdRefused(t *testing.T) {
+	f := &fake{}
+	outs := Driver{Engine: f}.Run(context.Background(), Destroy, []string{"prod", "test-3"})
+	if outs[0].Status != Refused || outs[1].Status != OK || len(f.calls) != 1 || f.calls[0] != "destroy test-3" {
+		t.Fatalf("%+v calls %v", outs, f.calls)
+	}
+}
+
+func TestParallelIsBounded(t *testing.T) {
+	stacks := []string{"test-2", "test-3", "test-4", "test-5", "test-6", "test-7"}
+	for _, par := range []int{1, 2, 3} {
+		f := &fake{hold: 30 * time.Millisecond}
+		outs := Driver{Engine: f, Parallel: par}.Run(context.Background(), Refresh, stacks)
+		if f.peak != par {
+			t.Errorf("parallel %d: peak concurrency %d", par, f.peak)
+		}
+		for i, o := range outs {
+			if o.Stack != stacks[i] || o.Status != OK {
+				t.Errorf("outcome %d: %+v", i, o)
+			}
+		}
+	}
+}
+
+func TestFailureExitCodeAndOtherStacksStillRun(t *testing.T) {
+	f := &fake{fail: map[string]error{"up test-3": errors.New("engine: resource x failed")}}
+	outs := Driver{Engine: f, Parallel: 2}.Run(context.Background(), Up, []string{"test-2", "test-3", "test-4"})
+	if outs[1].Status != Failed || outs[0].Status != OK || outs[2].Status != OK {
+		t.Fatalf("%+v", outs)
+	}
+	// A failure outranks a refusal.
+	outs = append(outs, Outcome{Stack: "prod", Status: Refused})
+	if ExitCode(outs) != 1 {
+		t.Fatalf("exit %d, want 1", ExitCode(outs))
+	}
+	if o := (Driver{Engine: f}).Run(context.Background(), Preview, []string{"staging"}); o[0].Status != Failed || !strings.Contains(o[0].Reason, "not an AgentKeys stack") {
+		t.Fatalf("bad stack name: %+v", o[0])
+	}
+}
+
+func TestMarkdownSummary(t *testing.T) {
+	f := &fake{preview: map[string]Result{
+		"prod":   replacePreview("prod"),
+		"test-2": {Counts: map[string]int{"create": 57}},
+	}}
+	outs := Driver{Engine: f, Parallel: 2}.Run(context.Background(), Preview, []string{"prod", "test-2"})
+	md := Markdown(outs)
+	for _, want := range []string{
+		"| stack | status | create | update | replace | delete | same |",
+		"| prod | ok ⚠️ prod | 0 | 2 | 1 | 1 | 40 |",
+		"| test-2 | ok | 57 | 0 | 0 | 0 | 0 |",
+		"| replace | `aws:iam/role:Role` | `data-role` |",
+		"| delete | `aws:s3/bucket:Bucket` | `old-bucket` |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("summary lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, "`daemon`") {
+		t.Errorf("unchanged resources listed:\n%s", md)
+	}
+
+	// Outputs: secret values never reach the comment.
+	up := []Outcome{{Stack: "test-2", Action: Up, Status: OK, Result: &Result{
+		Counts:  map[string]int{"same": 3},
+		Outputs: map[string]Output{"brokerUrl": {Value: "https://broker-test-2.example.org"}, "sshKey": {Value: "-----BEGIN OPENSSH PRIVATE KEY-----hunter2", Secret: true}},
+	}}}
+	md = Markdown(up)
+	if strings.Contains(md, "hunter2") || !strings.Contains(md, "| sshKey | [secret] |") || !strings.Contains(md, "https://broker-test-2.example.org") {
+		t.Errorf("outputs:\n%s", md)
+	}
+}

@@ -1,0 +1,53 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+)
+
+// fake is an Engine with scripted previews that records calls and the peak
+// number of concurrent operations.
+type fake struct {
+	mu       sync.Mutex
+	preview  map[string]Result
+	fail     map[string]error
+	calls    []string
+	inflight int
+	peak     int
+	hold     time.Duration
+}
+
+func (f *fake) enter(op, stack string) error {
+	f.mu.Lock()
+	f.calls = append(f.calls, op+" "+stack)
+	f.inflight++
+	if f.inflight > f.peak {
+		f.peak = f.inflight
+	}
+	err := f.fail[op+" "+stack]
+	f.mu.Unlock()
+	time.Sleep(f.hold) // let concurrent operations overlap
+	f.mu.Lock()
+	f.inflight--
+	f.mu.Unlock()
+	return err
+}
+
+func (f *fake) Preview(_ context.Context, s string) (Result, error) {
+	return f.preview[s], f.enter("preview", s)
+}
+func (f *fake) Up(_ context.Context, s string) (Result, error) {
+	r := f.preview[s]
+	return r, f.enter("up", s)
+}
+func (f *fake) Refresh(_ context.Context, s string) (Result, error) {
+	return Result{Counts: map[string]int{"same": 3}}, f.enter("refresh", s)
+}
+func (f *fake) Destroy(_ context.Context, s string) (Result, error) {
+	return Result{Counts: map[string]int{"delete": 3}}, f.enter("destroy", s)
+}
+func (f *fake) LastDeploy(_ context.Context, s string) (LastDeploy, bool, error) {
+	return LastDeploy{}, false, errors.New("no history in fake")
+}
