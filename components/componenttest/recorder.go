@@ -214,7 +214,8 @@ func (m *Recorder) RegisterResourceOutputs() (*emptypb.Empty, error) {
 	return &emptypb.Empty{}, nil
 }
 
-// OutputsRegistered is how many times RegisterResourceOutputs was called.
+// OutputsRegistered is how many times RegisterResourceOutputs was called,
+// including the root stack's own call at the end of a run.
 func (m *Recorder) OutputsRegistered() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -1,0 +1,184 @@
+package components
+
+import (
+	"encoding/json"
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/pulumi/pulumi-command/sdk/go/command/remote"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+)
+
+// Remote paths of the host bring-up. The SSH user stages files in its own
+// home; only `sudo -n install` moves them to root-owned places.
+const (
+	AgentPath    = "/usr/local/bin/agentkeys-hostagent"
+	HostSpecPath = "/etc/agentkeys/hostspec.json"
+)
+
+// HostBringUpArgs configures the host bring-up over SSH.
+type HostBringUpArgs struct {
+	// Host is the address to dial (the stack's EIP).
+	Host pulumi.StringInput
+	Port int    // default 22
+	User string // SSH user with passwordless sudo (ubuntu)
+	// PrivateKey is the SSH private key (secret).
+	PrivateKey pulumi.StringInput
+	// HostKey pins the host's public key when set ("ssh-ed25519 AAAA...").
+	HostKey string
+	// AgentBinary is the local path of the linux/amd64 host agent and
+	// AgentHash its sha256: the bring-up re-runs exactly when it changes.
+	AgentBinary string
+	AgentHash   string
+	// Spec is the host spec JSON; the bring-up re-runs when it changes.
+	Spec pulumi.StringInput
+	// Redeploy forces a re-run when changed (agentkeys:redeploy).
+	Redeploy string
+	// DependsOn: the A records (certificates need DNS) and the instance profile.
+	DependsOn []pulumi.Resource
+}
+
+// HostBringUp copies the host agent and its spec to the broker and runs
+// `agentkeys-hostagent apply` with sudo; its JSON summary is the output.
+type HostBringUp struct {
+	pulumi.ResourceState
+
+	Apply *remote.Command
+	// Summary is the agent's --json summary (stdout of the apply).
+	Summary pulumi.StringOutput
+	// BrokerTLS reports whether the agent saw the broker serve its OIDC
+	// discovery over TLS: federation waits for it.
+	BrokerTLS pulumi.BoolOutput
+	// Status is "healthy" or "pending: <reason>".
+	Status pulumi.StringOutput
+}
+
+// StageDir is where the SSH user stages the agent and spec before install.
+func StageDir(user string) string {
+	if user == "root" {
+		return "/root/.agentkeys-deploy"
+	}
+	return "/home/" + user + "/.agentkeys-deploy"
+}
+
+// ApplyScript is the exact command line the bring-up runs on the host.
+func ApplyScript(user string) string {
+	stage := StageDir(user)
+	return strings.Join([]string{
+		"set -eu",
+		fmt.Sprintf("sudo -n install -D -m 0755 -o root -g root %s %s", path.Join(stage, "agentkeys-hostagent"), AgentPath),
+		fmt.Sprintf("sudo -n install -D -m 0600 -o root -g root %s %s", path.Join(stage, "hostspec.json"), HostSpecPath),
+		fmt.Sprintf("sudo -n %s apply --spec %s --json", AgentPath, HostSpecPath),
+	}, "\n")
+}
+
+// NewHostBringUp declares the copy and apply commands.
+func NewHostBringUp(ctx *pulumi.Context, name string, args *HostBringUpArgs, opts ...pulumi.ResourceOption) (*HostBringUp, error) {
+	if args.User == "" || args.AgentBinary == "" || args.AgentHash == "" {
+		return nil, fmt.Errorf("host bring-up %s: User, AgentBinary and AgentHash are required", name)
+	}
+	c := &HostBringUp{}
+	if err := ctx.RegisterComponentResource("agentkeys:index:HostBringUp", name, c, opts...); err != nil {
+		return nil, err
+	}
+	port := args.Port
+	if port == 0 {
+		port = 22
+	}
+	conn := remote.ConnectionArgs{
+		Host:       args.Host,
+		Port:       pulumi.Float64(float64(port)),
+		User:       pulumi.String(args.User),
+		PrivateKey: pulumi.ToSecret(args.PrivateKey).(pulumi.StringOutput),
+		// A booting host refuses connections for a while: keep dialing.
+		DialErrorLimit: pulumi.Int(60),
+		PerDialTimeout: pulumi.Int(15),
+	}
+	if args.HostKey != "" {
+		conn.HostKey = pulumi.String(args.HostKey)
+	}
+	p := pulumi.Parent(c)
+	deps := pulumi.DependsOn(args.DependsOn)
+	stage := StageDir(args.User)
+	binCopy, err := remote.NewCopyToRemote(ctx, name+"-agent", &remote.CopyToRemoteArgs{
+		Connection: conn,
+		Source:     pulumi.NewFileAsset(args.AgentBinary),
+		RemotePath: pulumi.String(path.Join(stage, "agentkeys-hostagent")),
+		Triggers:   pulumi.Array{pulumi.String(args.AgentHash)},
+	}, p, deps)
+	if err != nil {
+		return nil, err
+	}
+	specCopy, err := remote.NewCopyToRemote(ctx, name+"-spec", &remote.CopyToRemoteArgs{
+		Connection: conn,
+		Source: args.Spec.ToStringOutput().ApplyT(func(s string) pulumi.AssetOrArchive {
+			return pulumi.NewStringAsset(s)
+		}).(pulumi.AssetOrArchiveOutput),
+		RemotePath: pulumi.String(path.Join(stage, "hostspec.json")),
+		Triggers:   pulumi.Array{args.Spec},
+	}, p, deps)
+	if err != nil {
+		return nil, err
+	}
+	c.Apply, err = remote.NewCommand(ctx, name+"-apply", &remote.CommandArgs{
+		Connection:             conn,
+		Create:                 pulumi.String(ApplyScript(args.User)),
+		AddPreviousOutputInEnv: pulumi.Bool(false),
+		Triggers:               pulumi.Array{pulumi.String(args.AgentHash), args.Spec, pulumi.String(args.Redeploy)},
+	}, p, pulumi.DependsOn(append([]pulumi.Resource{binCopy, specCopy}, args.DependsOn...)))
+	if err != nil {
+		return nil, err
+	}
+	c.Summary = c.Apply.Stdout
+	health := c.Apply.Stdout.ApplyT(func(out string) hostHealth { return ParseHealth(out) })
+	c.BrokerTLS = health.ApplyT(func(h hostHealth) bool { return h.BrokerTLS }).(pulumi.BoolOutput)
+	c.Status = health.ApplyT(func(h hostHealth) string {
+		if h.BrokerTLS {
+			return "healthy"
+		}
+		return "pending: " + h.Reason
+	}).(pulumi.StringOutput)
+	return c, ctx.RegisterResourceOutputs(c, pulumi.Map{"summary": c.Summary, "status": c.Status})
+}
+
+type hostHealth struct {
+	BrokerTLS bool
+	Reason    string
+}
+
+// ParseHealth reads the agent's JSON summary: the broker counts as serving
+// TLS when its certificate is in place and its OIDC discovery answered.
+func ParseHealth(summary string) hostHealth {
+	var s struct {
+		Hosts struct {
+			Issued  []string          `json:"issued"`
+			Skipped map[string]string `json:"skipped"`
+		} `json:"hosts"`
+		Health map[string]struct {
+			URL    string `json:"url"`
+			OK     bool   `json:"ok"`
+			Detail string `json:"detail"`
+		} `json:"health"`
+		Issuer string `json:"issuer"`
+	}
+	if err := json.Unmarshal([]byte(summary), &s); err != nil {
+		return hostHealth{Reason: "the host agent's summary is not JSON: " + err.Error()}
+	}
+	host := strings.TrimPrefix(s.Issuer, "https://")
+	if r, ok := s.Hosts.Skipped[host]; ok {
+		return hostHealth{Reason: "no certificate for " + host + ": " + r}
+	}
+	issued := false
+	for _, h := range s.Hosts.Issued {
+		issued = issued || h == host
+	}
+	if !issued {
+		return hostHealth{Reason: "no certificate for " + host + " yet"}
+	}
+	d, ok := s.Health["oidc-discovery"]
+	if !ok || !d.OK {
+		return hostHealth{Reason: "OIDC discovery of " + s.Issuer + " not healthy: " + d.Detail}
+	}
+	return hostHealth{BrokerTLS: true}
+}
