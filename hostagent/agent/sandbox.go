@@ -151,6 +151,10 @@ func alive(pid int) bool {
 }
 
 func (s *Sandbox) IsActive(_ context.Context, unit string) (bool, error) {
+	if !strings.HasSuffix(unit, ".service") {
+		_, err := os.Stat(s.dir("active", unit))
+		return err == nil, nil
+	}
 	return alive(s.pid(unit)), nil
 }
 
@@ -160,6 +164,10 @@ func (s *Sandbox) IsEnabled(_ context.Context, unit string) (bool, error) {
 }
 
 func (s *Sandbox) stop(unit string) error {
+	if !strings.HasSuffix(unit, ".service") {
+		os.Remove(s.dir("active", unit))
+		return nil
+	}
 	pid := s.pid(unit)
 	if !alive(pid) {
 		return nil
@@ -276,6 +284,13 @@ func ReadEnvFile(path string) ([]string, error) {
 }
 
 func (s *Sandbox) spawn(unit string) error {
+	if !strings.HasSuffix(unit, ".service") {
+		// Timers and other units: only their active state is kept.
+		if err := os.MkdirAll(s.dir("active"), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(s.dir("active", unit), nil, 0o644)
+	}
 	u, err := s.readUnit(unit)
 	if err != nil {
 		return err

@@ -56,6 +56,8 @@ type HostSpec struct {
 	ServiceUser string `json:"serviceUser"`
 	// StateDir holds keys, the master secret and the agent's state.
 	StateDir string `json:"stateDir"`
+	// HealthTimeoutSeconds bounds the health step's wait (default 60).
+	HealthTimeoutSeconds int `json:"healthTimeoutSeconds,omitempty"`
 }
 
 // Source is where the AgentKeys services come from.
@@ -89,6 +91,9 @@ type Service struct {
 	Health   string   `json:"health"`             // /healthz
 	// Env is the service's environment, written to EnvFile.
 	Env map[string]string `json:"env"`
+	// MasterSecret hands the dev_key_service master secret to the service
+	// through systemd LoadCredential (the signer).
+	MasterSecret bool `json:"masterSecret,omitempty"`
 }
 
 // ACME configures certificate issuance.
@@ -203,6 +208,9 @@ func (s *HostSpec) Validate() error {
 		if !strings.HasPrefix(p.v, "/") {
 			return fail(p.f, "%q must be an absolute path", p.v)
 		}
+	}
+	if s.HealthTimeoutSeconds < 0 || s.HealthTimeoutSeconds > 3600 {
+		return fail("healthTimeoutSeconds", "%d must be between 0 (default 60) and 3600", s.HealthTimeoutSeconds)
 	}
 	if !nameRe.MatchString(s.ServiceUser) || !nameRe.MatchString(s.LoginUser) {
 		return fail("serviceUser/loginUser", "must be lowercase user names")

@@ -1,0 +1,101 @@
+package steps
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
+	"github.com/agentkeys/agentkeys-infra/hostagent/fsx"
+	"github.com/agentkeys/agentkeys-infra/naming"
+)
+
+// Identity refuses a spec for another stack than the one the host serves. It
+// reads BROKER_OIDC_ISSUER from the deployed broker unit's Environment= lines
+// or its EnvironmentFile, and changes nothing.
+type Identity struct{}
+
+func (Identity) Name() string { return "identity" }
+
+func (Identity) Run(_ context.Context, env *agent.Env) (agent.Result, error) {
+	res := agent.Result{Step: "identity"}
+	deployed, src, err := DeployedIssuer(env.Root)
+	if err != nil {
+		return res, err
+	}
+	if deployed == "" {
+		res.Detail = map[string]any{"deployed": "none (fresh host)"}
+		return res, nil
+	}
+	res.Detail = map[string]any{"deployedIssuer": deployed, "source": src}
+	if deployed != env.Spec.Issuer {
+		return res, agent.BadInput(fmt.Errorf("cross-wiring: this host serves %s (stack %s, from %s) but the spec is for stack %s (%s); refusing to change anything",
+			deployed, StackOfIssuer(deployed, env.Spec.Zone), src, env.Spec.Stack, env.Spec.Issuer))
+	}
+	return res, nil
+}
+
+// StackOfIssuer names the stack whose broker host is the issuer's host in zone.
+func StackOfIssuer(issuer, zone string) string {
+	u, err := url.Parse(issuer)
+	if err == nil {
+		if st, ok := naming.StackForBrokerHost(u.Host, zone); ok {
+			return st
+		}
+	}
+	return "unknown"
+}
+
+// DeployedIssuer returns the issuer the deployed broker unit serves ("" on a
+// fresh host) and the file it came from. Environment= lines win over the
+// EnvironmentFile, as in systemd.
+func DeployedIssuer(root string) (issuer, source string, err error) {
+	unit := UnitDir + "/" + BrokerUnit
+	b, err := os.ReadFile(fsx.HostPath(root, unit))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", "", nil
+	}
+	if err != nil {
+		return "", "", err
+	}
+	var envFiles []string
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "Environment":
+			for _, kv := range strings.Fields(v) {
+				kv = strings.Trim(kv, `"'`)
+				if val, ok := strings.CutPrefix(kv, "BROKER_OIDC_ISSUER="); ok {
+					issuer, source = val, unit
+				}
+			}
+		case "EnvironmentFile":
+			envFiles = append(envFiles, strings.TrimPrefix(v, "-"))
+		}
+	}
+	if issuer != "" {
+		return issuer, source, nil
+	}
+	if len(envFiles) == 0 {
+		envFiles = []string{BrokerEnv}
+	}
+	for _, f := range envFiles {
+		lines, err := agent.ReadEnvFile(fsx.HostPath(root, f))
+		if err != nil {
+			continue
+		}
+		for _, l := range lines {
+			if val, ok := strings.CutPrefix(l, "BROKER_OIDC_ISSUER="); ok {
+				issuer, source = strings.Trim(val, `"'`), f
+			}
+		}
+	}
+	return issuer, source, nil
+}
