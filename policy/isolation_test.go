@@ -474,3 +474,44 @@ func TestIsolationMatrixDetectsWeakenedPolicies(t *testing.T) {
 		}
 	}
 }
+
+// moto stores bucket policies unvalidated, so every document of every stack
+// kind also goes through iam-policy's identity/trust/resource validators,
+// with a malformed control of each kind.
+func TestEvaluatorValidatesEveryDocument(t *testing.T) {
+	iamsim.Require(t)
+	kinds := map[policy.Use]string{policy.UseIdentity: iamsim.KindIdentity, policy.UseTrust: iamsim.KindTrust, policy.UseBucket: iamsim.KindResource}
+	var in []iamsim.ValidateInput
+	for _, stack := range stackNames {
+		docs := policy.AllDocuments(names(t, stack), instanceID(stack))
+		for _, k := range policy.SortedKeys(docs) {
+			in = append(in, iamsim.ValidateInput{Name: stack + " " + k, Kind: kinds[policy.UseOf(k)], Policy: docs[k]})
+		}
+	}
+	n := names(t, "test-2")
+	bucketBadEffect := policy.MailBucketPolicy(n)
+	bucketBadEffect.Statement = append([]policy.Statement(nil), bucketBadEffect.Statement...)
+	bucketBadEffect.Statement[2].Effect = "Permit"
+	trustWithResource := policy.FederatedTrust(n)
+	trustWithResource.Statement[0].Resource = n.DataRoleARN
+	identityWithPrincipal := policy.DaemonUser(n)
+	identityWithPrincipal.Statement[0].Principal = "*"
+	controls := []iamsim.ValidateInput{
+		{Name: "control bucket effect Permit", Kind: iamsim.KindResource, Policy: bucketBadEffect},
+		{Name: "control trust with resource", Kind: iamsim.KindTrust, Policy: trustWithResource},
+		{Name: "control identity with principal", Kind: iamsim.KindIdentity, Policy: identityWithPrincipal},
+	}
+	got, err := iamsim.Validate(context.Background(), append(in, controls...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range got {
+		if i < len(in) && len(r.Errors) > 0 {
+			t.Errorf("%s: invalid: %v", r.Name, r.Errors)
+		}
+		if i >= len(in) && len(r.Errors) == 0 {
+			t.Errorf("%s: validator accepted a malformed document", r.Name)
+		}
+	}
+	t.Logf("iam-policy validated %d documents (%d stack kinds) and rejected %d malformed controls", len(in), len(stackNames), len(controls))
+}
