@@ -106,6 +106,7 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	sort.Strings(remove)
 	applied, _ := os.ReadFile(env.Path(AppliedMarker(sp.StateDir)))
 	if len(write) == 0 && len(remove) == 0 && string(applied) == marker {
+		res.Status = agent.OK
 		return res, nil
 	}
 
