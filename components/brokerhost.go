@@ -182,3 +182,21 @@ func ParseHealth(summary string) hostHealth {
 	}
 	return hostHealth{BrokerTLS: true}
 }
+
+func hostsOf(summary string) (map[string]bool, map[string]string) {
+	var s struct {
+		Hosts struct {
+			Issued  []string          `json:"issued"`
+			Skipped map[string]string `json:"skipped"`
+		} `json:"hosts"`
+	}
+	_ = json.Unmarshal([]byte(summary), &s)
+	issued := map[string]bool{}
+	for _, h := range s.Hosts.Issued {
+		issued[h] = true
+	}
+	if s.Hosts.Skipped == nil {
+		s.Hosts.Skipped = map[string]string{}
+	}
+	return issued, s.Hosts.Skipped
+}

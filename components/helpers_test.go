@@ -2,7 +2,6 @@ package components
 
 import (
 	"encoding/json"
-	"strings"
 	"testing"
 
 	"github.com/agentkeys/agentkeys-infra/components/componenttest"
@@ -83,6 +82,11 @@ func strs(v resource.PropertyValue) []string {
 	return out
 }
 
-func sfxName(base, stack string) string { return base + "-" + strings.ReplaceAll(stack, "/", "-") }
+func fmtKind(stack string, federated bool) string {
+	if federated {
+		return stack + "/federated"
+	}
+	return stack + "/static"
+}
 
 func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
