@@ -61,7 +61,7 @@ func CITrust(acct, repo string, branches, envs []string) (Document, error) {
 		return Document{}, fmt.Errorf("agentkeys:githubRepo %q is not owner/name (example: litentry/agentKeys)", repo)
 	}
 	if len(branches)+len(envs) == 0 {
-		return Document{}, fmt.Errorf("agentkeys:ciBranches and agentkeys:ciEnvironments are both empty: the CI role would trust no workflow; set e.g. agentkeys:ciBranches: [main]")
+		return Document{}, fmt.Errorf("agentkeys:ciBranches and agentkeys:ciEnvironments are both empty: the CI role would trust no workflow (example: agentkeys:ciBranches: [main])")
 	}
 	var subs []string
 	for _, b := range branches {
