@@ -49,7 +49,15 @@ RestrictSUIDSGID=yes
 LockPersonality=yes
 MemoryDenyWriteExecute=yes
 SystemCallArchitectures=native
-RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+SystemCallFilter=@system-service
+SystemCallErrorNumber=EPERM
+# Root for root-owned keys and the nginx reload; only what nginx -t needs.
+CapabilityBoundingSet=CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_SETUID CAP_SETGID
+UMask=0077
+ProtectProc=invisible
+ProcSubset=pid
+PrivateMounts=yes
 `, agentBin, specFile, joinSpace(rw))
 	timer := fmt.Sprintf(`# Managed by agentkeys-hostagent; edits are overwritten.
 [Unit]

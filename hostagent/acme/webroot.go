@@ -40,6 +40,9 @@ func (w webroot) Present(_ context.Context, _, token, keyAuth string) error {
 	if err := os.WriteFile(tmp, []byte(keyAuth), 0o644); err != nil {
 		return err
 	}
+	if err := os.Chmod(tmp, 0o644); err != nil { // the renew unit runs with UMask=0077
+		return err
+	}
 	return os.Rename(tmp, p)
 }
 
