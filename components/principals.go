@@ -19,6 +19,11 @@ type PrincipalsArgs struct {
 	// TrustDependsOn are what the federated trust names (the OIDC provider);
 	// IAM rejects a trust whose principal does not exist yet.
 	TrustDependsOn []pulumi.Resource
+	// DeferDataRole leaves the data role to NewDataRole. A federated data role
+	// waits for the OIDC provider, which waits for the host bring-up, which
+	// waits for this component's instance profile: declaring the role here
+	// would be a construction cycle.
+	DeferDataRole bool
 }
 
 // Principals are the runtime (daemon) and SSH users with their access keys,
@@ -28,10 +33,10 @@ type Principals struct {
 
 	DaemonUser, SSHUser *iam.User
 	DaemonKey, SSHKey   *iam.AccessKey
-	DataRole, HostRole  *iam.Role
+	DataRole, HostRole  *iam.Role // DataRole is nil with DeferDataRole
 	InstanceProfile     *iam.InstanceProfile
 
-	DataRoleArn         pulumi.StringOutput
+	DataRoleArn         pulumi.StringOutput // the naming ARN with DeferDataRole
 	HostRoleArn         pulumi.StringOutput
 	InstanceProfileName pulumi.StringOutput
 	DaemonAccessKeyId   pulumi.StringOutput
@@ -62,7 +67,7 @@ func NewPrincipals(ctx *pulumi.Context, name string, args *PrincipalsArgs, opts 
 	}
 	n := args.Names
 	trust, err := trustFor(n, args.Federated, args.TrustDependsOn)
-	if err != nil {
+	if err != nil && !args.DeferDataRole {
 		return nil, fmt.Errorf("principals %s: %w", name, err)
 	}
 	c := &Principals{names: n}
@@ -93,18 +98,15 @@ func NewPrincipals(ctx *pulumi.Context, name string, args *PrincipalsArgs, opts 
 		return nil, err
 	}
 
-	// The static trust names the daemon user, which must exist first.
-	trustDeps := append([]pulumi.Resource{c.DaemonUser}, args.TrustDependsOn...)
-	if c.DataRole, err = iam.NewRole(ctx, name+"-data-role", &iam.RoleArgs{
-		Name:             pulumi.String(n.DataRole),
-		AssumeRolePolicy: pulumi.String(trust.JSON()),
-	}, p, pulumi.DependsOn(trustDeps)); err != nil {
-		return nil, err
-	}
-	if _, err = iam.NewRolePolicy(ctx, name+"-data-role-policy", &iam.RolePolicyArgs{
-		Role: c.DataRole.Name, Name: pulumi.String("agentkeys-data-access"), Policy: pulumi.String(policy.DataRoleInline(n).JSON()),
-	}, p); err != nil {
-		return nil, err
+	if args.DeferDataRole {
+		c.DataRoleArn = pulumi.String(n.DataRoleARN).ToStringOutput()
+	} else {
+		// The static trust names the daemon user, which must exist first.
+		deps := append([]pulumi.Resource{c.DaemonUser}, args.TrustDependsOn...)
+		if c.DataRole, err = declareDataRole(ctx, name, c, n, trust, deps); err != nil {
+			return nil, err
+		}
+		c.DataRoleArn = c.DataRole.Arn
 	}
 
 	if c.HostRole, err = iam.NewRole(ctx, name+"-host-role", &iam.RoleArgs{
@@ -129,7 +131,6 @@ func NewPrincipals(ctx *pulumi.Context, name string, args *PrincipalsArgs, opts 
 		return nil, err
 	}
 
-	c.DataRoleArn = c.DataRole.Arn
 	c.HostRoleArn = c.HostRole.Arn
 	c.InstanceProfileName = c.InstanceProfile.Name
 	c.DaemonAccessKeyId = c.DaemonKey.ID().ToStringOutput()

@@ -1,0 +1,74 @@
+package components
+
+import (
+	"fmt"
+
+	"github.com/agentkeys/agentkeys-infra/naming"
+	"github.com/agentkeys/agentkeys-infra/policy"
+	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/iam"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+)
+
+// DataRoleArgs configures the stack's data role on its own (see
+// PrincipalsArgs.DeferDataRole).
+type DataRoleArgs struct {
+	Names     naming.Names
+	Federated bool
+	// TrustDependsOn are the principals the trust names: the daemon user when
+	// static, the OIDC provider when federated (required then).
+	TrustDependsOn []pulumi.Resource
+}
+
+// DataRole is agentkeys-data-role<sfx> with its inline grant (§4.2): mail
+// bucket read and SES send on the stack's mail domain identities.
+type DataRole struct {
+	pulumi.ResourceState
+
+	Role    *iam.Role
+	RoleArn pulumi.StringOutput
+}
+
+// NewDataRole declares the data role as its own component, so that a
+// federated role can be declared after the OIDC provider.
+func NewDataRole(ctx *pulumi.Context, name string, args *DataRoleArgs, opts ...pulumi.ResourceOption) (*DataRole, error) {
+	if args == nil || args.Names.DataRole == "" {
+		return nil, fmt.Errorf("data role %s: Names are required", name)
+	}
+	trust, err := trustFor(args.Names, args.Federated, args.TrustDependsOn)
+	if err != nil {
+		return nil, fmt.Errorf("data role %s: %w", name, err)
+	}
+	if !args.Federated && len(args.TrustDependsOn) == 0 {
+		return nil, fmt.Errorf("data role %s: the static trust names %s; pass the daemon user in TrustDependsOn", name, args.Names.DaemonUserARN)
+	}
+	c := &DataRole{}
+	if err := ctx.RegisterComponentResource("agentkeys:index:DataRole", name, c, opts...); err != nil {
+		return nil, err
+	}
+	if c.Role, err = declareDataRole(ctx, name, c, args.Names, trust, args.TrustDependsOn); err != nil {
+		return nil, err
+	}
+	c.RoleArn = c.Role.Arn
+	return c, ctx.RegisterResourceOutputs(c, pulumi.Map{
+		"roleArn":   c.RoleArn,
+		"federated": pulumi.Bool(args.Federated),
+	})
+}
+
+// declareDataRole declares the role and its inline grant under parent.
+func declareDataRole(ctx *pulumi.Context, name string, parent pulumi.Resource, n naming.Names, trust policy.Document, deps []pulumi.Resource) (*iam.Role, error) {
+	p := pulumi.Parent(parent)
+	role, err := iam.NewRole(ctx, name+"-data-role", &iam.RoleArgs{
+		Name:             pulumi.String(n.DataRole),
+		AssumeRolePolicy: pulumi.String(trust.JSON()),
+	}, p, pulumi.DependsOn(deps))
+	if err != nil {
+		return nil, err
+	}
+	if _, err = iam.NewRolePolicy(ctx, name+"-data-role-policy", &iam.RolePolicyArgs{
+		Role: role.Name, Name: pulumi.String("agentkeys-data-access"), Policy: pulumi.String(policy.DataRoleInline(n).JSON()),
+	}, p); err != nil {
+		return nil, err
+	}
+	return role, nil
+}
