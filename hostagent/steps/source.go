@@ -74,7 +74,7 @@ func (Source) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 			// Clone beside the target and rename, so a crash never leaves a half clone at Dir.
 			tmp := dir + ".hostagent-clone"
 			os.RemoveAll(tmp)
-			if _, err := env.Sys.Run(ctx, "", []string{"GIT_TERMINAL_PROMPT=0"}, "git", "clone", "--quiet", "--no-checkout", src.Repo, tmp); err != nil {
+			if _, err := env.Sys.Run(ctx, "", []string{"GIT_TERMINAL_PROMPT=0"}, "git", "clone", "--quiet", src.Repo, tmp); err != nil {
 				return res, fmt.Errorf("clone %s: %w", src.Repo, err)
 			}
 			fsx.Fault("source:after-clone")

@@ -1,0 +1,340 @@
+package steps
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
+	"github.com/agentkeys/agentkeys-infra/hostagent/internal/sandboxtest"
+	"github.com/agentkeys/agentkeys-infra/hostagent/spec"
+)
+
+func newEnv(t *testing.T, s *spec.HostSpec) (*agent.Env, *agent.Sandbox) {
+	root := t.TempDir()
+	sb := agent.NewSandbox(root)
+	t.Cleanup(sb.StopAll)
+	return &agent.Env{Spec: s, Root: root, Sys: sb, Counters: &agent.Counters{}, Report: &agent.Report{}}, sb
+}
+
+func runAll(t *testing.T, env *agent.Env) *agent.Summary {
+	t.Helper()
+	guard, list := Core()
+	r := &agent.Runner{Guard: guard, Steps: list}
+	env.Counters, env.Report = &agent.Counters{}, &agent.Report{}
+	sum, err := r.Run(context.Background(), env)
+	require.NoError(t, err)
+	return sum
+}
+
+func read(t *testing.T, env *agent.Env, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(env.Path(p))
+	require.NoError(t, err)
+	return string(b)
+}
+
+func TestConvergeThenNoop(t *testing.T) {
+	repo := sandboxtest.NewRepo(t)
+	s := sandboxtest.Spec(t, repo)
+	env, sb := newEnv(t, s)
+
+	sum := runAll(t, env)
+	for _, r := range sum.Steps[1:len(sum.Steps)-1] {
+		assert.Equal(t, agent.Changed, r.Status, r.Step)
+	}
+	assert.Equal(t, "ok", string(sum.Steps[len(sum.Steps)-1].Status), "health")
+	assert.True(t, sum.Health["broker-jwks"].OK)
+	assert.True(t, sum.Health["broker-openid-configuration"].OK)
+	assert.Len(t, sum.Health, len(s.Services)+2)
+	assert.Equal(t, []string{"agentkeys-audit.service", "agentkeys-broker.service", "agentkeys-signer.service"}, sb.Units())
+
+	// The chain reaches every env file; the broker gets its key paths.
+	benv := read(t, env, "/etc/agentkeys/broker.env")
+	assert.Contains(t, benv, "AGENTKEYS_CHAIN=heima\n")
+	assert.Contains(t, benv, "REGISTRY_HEIMA=0x00000000000000000000000000000000000000aa\n")
+	assert.Contains(t, benv, "RPC_URL_HEIMA=wss://")
+	assert.Contains(t, benv, "BROKER_OIDC_KEYPAIR_PATH=/var/lib/agentkeys/keys/oidc-keypair.json\n")
+	assert.Contains(t, read(t, env, "/etc/agentkeys/worker-audit.env"), "REGISTRY_HEIMA=")
+	assert.Contains(t, read(t, env, "/etc/systemd/system/agentkeys-signer.service"), "LoadCredential=master-secret:/var/lib/agentkeys/master-secret\n")
+	st, err := os.Stat(env.Path("/var/lib/agentkeys/master-secret"))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+	assert.Regexp(t, `^[0-9a-f]{64}\n$`, read(t, env, "/var/lib/agentkeys/master-secret"))
+
+	callsBefore, _ := sb.Calls()
+	sum = runAll(t, env)
+	for _, r := range sum.Steps {
+		assert.Equal(t, agent.OK, r.Status, "%s: %v", r.Step, r.Changes)
+	}
+	assert.Equal(t, agent.Counters{}, sum.Counters)
+	calls, _ := sb.Calls()
+	for _, c := range calls[len(callsBefore):] {
+		assert.NotEqual(t, "systemctl", c.Op, "no-op apply calls systemctl: %v", c.Args)
+		if c.Op == "run" {
+			assert.Equal(t, "git", c.Args[0], "no-op apply runs no build: %v", c.Args)
+		}
+	}
+
+	// A changed env value restarts only that unit; a new commit rebuilds
+	// but restarts nothing when the binary bytes are equal.
+	s.Services[2].Env["EXTRA"] = "1"
+	sum = runAll(t, env)
+	assert.Equal(t, 1, sum.Counters.Restarts)
+	assert.Contains(t, strings.Join(sum.Steps[5].Changes, "\n"), "restarted agentkeys-audit.service (env changed)")
+	require.NoError(t, os.WriteFile(filepath.Join(repo.Work, "README"), []byte("docs\n"), 0o644))
+	repo.Commit(t, "docs only")
+	sum = runAll(t, env)
+	assert.Equal(t, agent.Changed, sum.Steps[2].Status, "source")
+	assert.Equal(t, agent.Changed, sum.Steps[3].Status, "build")
+	assert.Equal(t, 0, sum.Counters.Restarts, "same binary bytes: no restart")
+}
+
+func TestPlanChangesNothing(t *testing.T) {
+	repo := sandboxtest.NewRepo(t)
+	env, sb := newEnv(t, sandboxtest.Spec(t, repo))
+	env.DryRun = true
+	sum := runAll(t, env)
+	assert.Equal(t, agent.Counters{}, sum.Counters)
+	ents, err := os.ReadDir(env.Root)
+	require.NoError(t, err)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	assert.Empty(t, names, "nothing written under the root")
+	calls, _ := sb.Calls()
+	assert.Empty(t, calls)
+	assert.Contains(t, strings.Join(sum.Steps[1].Changes, "\n"), "would create user agentkeys")
+	assert.Contains(t, strings.Join(sum.Steps[2].Changes, "\n"), "would clone")
+}
+
+func TestIdentityCrossWiring(t *testing.T) {
+	repo := sandboxtest.NewRepo(t)
+	s := sandboxtest.Spec(t, repo)
+	for name, files := range map[string]map[string]string{
+		"unit Environment": {"/etc/systemd/system/agentkeys-broker.service": "[Service]\nEnvironment=BROKER_OIDC_ISSUER=https://broker-test-3.example.org\n"},
+		"env file": {"/etc/systemd/system/agentkeys-broker.service": "[Service]\nEnvironmentFile=/etc/agentkeys/broker.env\n",
+			"/etc/agentkeys/broker.env": "BROKER_OIDC_ISSUER=https://test-broker.example.org\n"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			env, _ := newEnv(t, s)
+			for p, c := range files {
+				require.NoError(t, os.MkdirAll(filepath.Dir(env.Path(p)), 0o755))
+				require.NoError(t, os.WriteFile(env.Path(p), []byte(c), 0o644))
+			}
+			guard, list := Core()
+			_, err := (&agent.Runner{Guard: guard, Steps: list}).Run(context.Background(), env)
+			require.Error(t, err)
+			assert.True(t, agent.IsBadInput(err))
+			want := "stack test-3"
+			if name == "env file" {
+				want = "stack test"
+			}
+			assert.Regexp(t, "cross-wiring: this host serves https://.* \\("+want+", from .*\\) but the spec is for stack test-2 \\(https://broker-test-2.example.org\\); refusing to change anything", err.Error())
+			assert.NoDirExists(t, env.Path("/var/lib/agentkeys"), "nothing changed")
+			assert.NoDirExists(t, env.Path("/home"), "nothing changed")
+		})
+	}
+	env, _ := newEnv(t, s)
+	res, err := Identity{}.Run(context.Background(), env)
+	require.NoError(t, err)
+	assert.Equal(t, "none (fresh host)", res.Detail["deployed"])
+}
+
+func TestSecretsWrittenOnceAndNeverReplaced(t *testing.T) {
+	env, _ := newEnv(t, sandboxtest.Spec(t, sandboxtest.NewRepo(t)))
+	_, err := Users{}.Run(context.Background(), env)
+	require.NoError(t, err)
+	res, err := Secrets{}.Run(context.Background(), env)
+	require.NoError(t, err)
+	assert.Len(t, res.Changes, 4, "keys dir, master secret, two keypairs")
+	before := map[string]string{}
+	for _, p := range []string{MasterSecretPath(env.Spec), OIDCKeyPath(env.Spec), SessionKeyPath(env.Spec)} {
+		before[p] = read(t, env, p)
+	}
+	k, err := ParseKeypair([]byte(before[OIDCKeyPath(env.Spec)]))
+	require.NoError(t, err)
+	assert.Equal(t, "ES256", k.Algorithm)
+	assert.NotEqual(t, before[OIDCKeyPath(env.Spec)], before[SessionKeyPath(env.Spec)])
+
+	res, err = Secrets{}.Run(context.Background(), env)
+	require.NoError(t, err)
+	assert.Empty(t, res.Changes)
+	for p, b := range before {
+		assert.Equal(t, b, read(t, env, p))
+	}
+
+	// A damaged keypair is an error naming the file; it is left as it is.
+	require.NoError(t, os.WriteFile(env.Path(SessionKeyPath(env.Spec)), []byte("{not json"), 0o600))
+	_, err = Secrets{}.Run(context.Background(), env)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "/var/lib/agentkeys/keys/session-keypair.json exists but is not a JWK")
+	assert.Contains(t, err.Error(), "restore it from a backup")
+	assert.Equal(t, "{not json", read(t, env, SessionKeyPath(env.Spec)))
+	require.NoError(t, os.WriteFile(env.Path(MasterSecretPath(env.Spec)), []byte("short\n"), 0o600))
+	_, err = Secrets{}.Run(context.Background(), env)
+	assert.ErrorContains(t, err, "/var/lib/agentkeys/master-secret exists but is not 32 bytes of hex")
+}
+
+func TestSourceAdoptsOldCheckoutAndRefusesDirtyMove(t *testing.T) {
+	repo := sandboxtest.NewRepo(t)
+	s := sandboxtest.Spec(t, repo)
+	env, _ := newEnv(t, s)
+	old := env.Path("/home/ubuntu/agentKeys")
+	require.NoError(t, os.MkdirAll(filepath.Dir(old), 0o755))
+	sandboxtest.Git(t, filepath.Dir(old), "clone", "-q", repo.Bare, old)
+	require.NoError(t, os.WriteFile(filepath.Join(old, "target-cache"), []byte("kept"), 0o644))
+	res, err := Source{}.Run(context.Background(), env)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"adopted /home/ubuntu/agentKeys as /home/agentkey/agentKeys"}, res.Changes)
+	assert.NoDirExists(t, old)
+	assert.Equal(t, "kept", read(t, env, "/home/agentkey/agentKeys/target-cache"), "adopted, not re-cloned")
+
+	res, err = Source{}.Run(context.Background(), env)
+	require.NoError(t, err)
+	assert.Empty(t, res.Changes)
+
+	next := repo.Commit(t, "next")
+	require.NoError(t, os.WriteFile(env.Path("/home/agentkey/agentKeys/main.go"), []byte("package main\n"), 0o644))
+	_, err = Source{}.Run(context.Background(), env)
+	assert.ErrorContains(t, err, "/home/agentkey/agentKeys has uncommitted changes; commit or stash them")
+	sandboxtest.Git(t, env.Path("/home/agentkey/agentKeys"), "checkout", "--", "main.go")
+	res, err = Source{}.Run(context.Background(), env)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"checked out main (" + next[:12] + ")"}, res.Changes)
+
+	s.Source.Ref = "no-such-branch"
+	_, err = Source{}.Run(context.Background(), env)
+	assert.ErrorContains(t, err, `source.ref "no-such-branch" is not a branch or tag`)
+}
+
+func TestBuildSkipsWhenFingerprintUnchanged(t *testing.T) {
+	repo := sandboxtest.NewRepo(t)
+	s := sandboxtest.Spec(t, repo)
+	env, sb := newEnv(t, s)
+	_, err := Source{}.Run(context.Background(), env)
+	require.NoError(t, err)
+	res, err := Build{}.Run(context.Background(), env)
+	require.NoError(t, err)
+	assert.Contains(t, res.Changes, "wrote /usr/local/lib/agentkeys/bin/broker")
+	builds := func() int {
+		calls, _ := sb.Calls()
+		n := 0
+		for _, c := range calls {
+			if c.Op == "run" && c.Args[0] == "go" {
+				n++
+			}
+		}
+		return n
+	}
+	assert.Equal(t, 1, builds())
+	res, err = Build{}.Run(context.Background(), env)
+	require.NoError(t, err)
+	assert.Empty(t, res.Changes)
+	assert.Equal(t, 1, builds(), "unchanged: not rebuilt")
+	s.Build.Env = map[string]string{"CGO_ENABLED": "0"}
+	_, err = Build{}.Run(context.Background(), env)
+	require.NoError(t, err)
+	assert.Equal(t, 2, builds(), "build env is part of the fingerprint")
+
+	// A failing build keeps the last good fingerprint and binaries.
+	fp := read(t, env, "/var/lib/agentkeys/build.fingerprint")
+	s.Build.Command = []string{"false"}
+	_, err = Build{}.Run(context.Background(), env)
+	assert.ErrorContains(t, err, "build failed (the installed binaries are unchanged)")
+	assert.Equal(t, fp, read(t, env, "/var/lib/agentkeys/build.fingerprint"))
+
+	// Toolchain reclaim removes only the sandbox's /root toolchain.
+	require.NoError(t, os.MkdirAll(env.Path("/root/.rustup/toolchains"), 0o755))
+	s.Build.Command = []string{"go", "build", "-trimpath", "-o", "bin/standin", "."}
+	s.Build.ReclaimToolchain = true
+	res, err = Build{}.Run(context.Background(), env)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"removed /root/.rustup"}, res.Changes)
+	assert.NoDirExists(t, env.Path("/root/.rustup"))
+}
+
+func TestDefaultCargoCommands(t *testing.T) {
+	s := sandboxtest.Spec(t, sandboxtest.NewRepo(t))
+	s.Build.Command = nil
+	s.Services[0].Package, s.Services[0].Features = "agentkeys-broker-server", []string{"auth-email-link"}
+	s.Services[1].Package = "agentkeys-broker-server"
+	s.Services[1].Features = []string{"auth-email-link"}
+	assert.Equal(t, [][]string{
+		{"cargo", "build", "--release", "-p", "agentkeys-broker-server", "--features", "auth-email-link"},
+		{"cargo", "build", "--release", "-p", "agentkeys-audit"},
+	}, Commands(s))
+	s.Build.Sccache = true
+	e, _ := BuildEnv(s)
+	assert.Contains(t, e, "CARGO_INCREMENTAL=0")
+}
+
+var scoreRe = regexp.MustCompile(`Overall exposure level for \S+: (\d+\.\d+)`)
+
+// TestUnitsPassSystemdAnalyze runs systemd-analyze verify and security on
+// every rendered unit and records each unit's exposure score.
+func TestUnitsPassSystemdAnalyze(t *testing.T) {
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		if os.Getenv("AGENTKEYS_E2E") == "1" {
+			t.Fatal("systemd-analyze missing (AGENTKEYS_E2E=1); install systemd")
+		}
+		t.Skip("systemd-analyze not installed")
+	}
+	s := sandboxtest.Spec(t, sandboxtest.NewRepo(t), "broker", "signer", "audit")
+	root := t.TempDir()
+	for i := range s.Services {
+		svc := &s.Services[i]
+		u := filepath.Join(root, UnitDir, UnitName(svc.Name))
+		require.NoError(t, os.MkdirAll(filepath.Dir(u), 0o755))
+		require.NoError(t, os.WriteFile(u, UnitFile(s, svc), 0o644))
+		// verify checks ExecStart exists; EnvironmentFile is read at start only.
+		bin := filepath.Join(root, BinPath(svc.Name))
+		require.NoError(t, os.MkdirAll(filepath.Dir(bin), 0o755))
+		require.NoError(t, os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755))
+	}
+	// verify resolves the units' dependencies (sysinit.target, ...) under the root.
+	sysdir := "/usr/lib/systemd/system"
+	if _, err := os.Stat(sysdir); err != nil {
+		sysdir = "/lib/systemd/system"
+	}
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "usr/lib/systemd"), 0o755))
+	out, err := exec.Command("cp", "-a", sysdir, filepath.Join(root, "usr/lib/systemd/")).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	for _, svc := range s.Services {
+		unit := UnitName(svc.Name)
+		var out bytes.Buffer
+		cmd := exec.Command("systemd-analyze", "verify", "--root="+root, "--man=no", filepath.Join(root, UnitDir, unit))
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
+		// Lines about the host's own units (outside our root) are not ours.
+		var ours []string
+		for _, l := range strings.Split(out.String(), "\n") {
+			if strings.Contains(l, "agentkeys-") {
+				ours = append(ours, l)
+			}
+		}
+		assert.Empty(t, ours, "systemd-analyze verify %s", unit)
+		if err != nil && len(ours) > 0 {
+			t.Errorf("verify %s: %v", unit, err)
+		}
+		out.Reset()
+		cmd = exec.Command("systemd-analyze", "security", "--offline=yes", "--root="+root, "--no-pager", unit)
+		cmd.Stdout, cmd.Stderr = &out, &out
+		_ = cmd.Run() // exits non-zero above its threshold; the score is what we judge
+		m := scoreRe.FindStringSubmatch(out.String())
+		require.NotNil(t, m, "no exposure score for %s:\n%s", unit, out.String())
+		score, _ := strconv.ParseFloat(m[1], 64)
+		t.Logf("%s exposure %.1f", unit, score)
+		assert.Less(t, score, 5.0, "%s exposure", unit)
+	}
+}
