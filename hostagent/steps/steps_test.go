@@ -49,7 +49,7 @@ func TestConvergeThenNoop(t *testing.T) {
 	env, sb := newEnv(t, s)
 
 	sum := runAll(t, env)
-	for _, r := range sum.Steps[1:len(sum.Steps)-1] {
+	for _, r := range sum.Steps[1 : len(sum.Steps)-1] {
 		assert.Equal(t, agent.Changed, r.Status, r.Step)
 	}
 	assert.Equal(t, "ok", string(sum.Steps[len(sum.Steps)-1].Status), "health")
