@@ -58,6 +58,8 @@ func Start(t testing.TB) string {
 		t.Fatal(err)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// AWS-managed policies (AmazonS3FullAccess, AmazonSSMManagedInstanceCore) are what audit looks for.
+	cmd.Env = append(os.Environ(), "MOTO_IAM_LOAD_MANAGED_POLICIES=true")
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start moto_server: %v", err)
 	}
