@@ -3,6 +3,7 @@ package policy_test
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 	"testing"
 
@@ -465,8 +466,30 @@ func TestIsolationMatrixDetectsWeakenedPolicies(t *testing.T) {
 			return dropCond("AllowSESWriteInbound", "ArnLike")(dropCond("AllowSESWriteInbound", "StringEquals")(d))
 		},
 	}
-	for name, f := range mutations {
-		failures, _ := base.mutate(f).run(t)
+	// One evaluator process for all mutants: node start-up dominates.
+	var all matrix
+	var order []string
+	for name := range mutations {
+		order = append(order, name)
+	}
+	sort.Strings(order)
+	for _, name := range order {
+		all.cells = append(all.cells, base.mutate(mutations[name]).cells...)
+	}
+	for i := range all.cells {
+		all.cells[i].req.Name = fmt.Sprintf("%d|%s", i/len(base.cells), all.cells[i].req.Name)
+	}
+	allFailures, _ := all.run(t)
+	byMutant := map[string][]string{}
+	for _, f := range allFailures {
+		var i int
+		if _, err := fmt.Sscanf(f, "%d|", &i); err != nil {
+			t.Fatalf("unparsable failure %q", f)
+		}
+		byMutant[order[i]] = append(byMutant[order[i]], f[strings.Index(f, "|")+1:])
+	}
+	for _, name := range order {
+		failures := byMutant[name]
 		if len(failures) == 0 {
 			t.Errorf("weakening %q went unnoticed by the matrix", name)
 		} else {
