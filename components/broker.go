@@ -6,6 +6,8 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/agentkeys/agentkeys-infra/naming"
+	"github.com/agentkeys/agentkeys-infra/policy"
+	"github.com/pulumi/pulumi-tls/sdk/v5/go/tls"
 )
 
 // BrokerStackArgs is everything one broker stack is built from.
@@ -38,6 +40,7 @@ type BrokerStack struct {
 
 	Network     *Network
 	Principals  *Principals
+	DataRole    *DataRole
 	Mail        *MailBackend
 	DataClasses map[string]*DataClassRole
 	Host        *HostBringUp
@@ -63,19 +66,71 @@ func NewBrokerStack(ctx *pulumi.Context, name string, args *BrokerStackArgs, opt
 	}, p); err != nil {
 		return nil, err
 	}
+	// The data role is declared below, once its trust can be decided.
 	if c.Principals, err = NewPrincipals(ctx, name+"-principals", &PrincipalsArgs{
-		Names: n, InstanceID: args.InstanceID,
+		Names: n, InstanceID: args.InstanceID, DeferDataRole: true,
+	}, p); err != nil {
+		return nil, err
+	}
+
+	trustDeps := []pulumi.Resource{c.Principals.DaemonUser}
+	var trust pulumi.StringInput = pulumi.String(policy.StaticTrust(n).JSON())
+	federation := pulumi.String("pending: the broker host has not been brought up (agentkeys:sshPrivateKey is not set)").ToStringOutput()
+	if args.Host != nil {
+		spec := c.Network.PublicIp.ApplyT(func(ip string) (string, error) { return args.HostSpec(ip) }).(pulumi.StringOutput)
+		deps := []pulumi.Resource{c.Principals.InstanceProfile}
+		for _, r := range c.Network.Records {
+			deps = append(deps, r)
+		}
+		if c.Host, err = NewHostBringUp(ctx, name+"-host", &HostBringUpArgs{
+			Host: c.Network.PublicIp, Port: args.Host.Port, User: args.Host.User, PrivateKey: args.Host.PrivateKey,
+			HostKey: args.Host.HostKey, AgentBinary: args.Host.AgentBinary, AgentHash: args.Host.AgentHash,
+			Spec: spec, Redeploy: args.Host.Redeploy, DependsOn: deps,
+		}, p); err != nil {
+			return nil, err
+		}
+		// The provider follows the bring-up; its thumbprint is read from the
+		// live chain only once the agent saw the broker serve TLS.
+		thumbs := c.Host.BrokerTLS.ApplyT(func(ok bool) ([]string, error) {
+			if !ok {
+				return nil, nil
+			}
+			return liveThumbprint(ctx, n.BrokerHost)
+		}).(pulumi.StringArrayOutput)
+		if c.Federation, err = NewOidcFederation(ctx, name+"-oidc", &OidcFederationArgs{
+			Names: n, Thumbprints: thumbs, DependsOn: []pulumi.Resource{c.Host},
+		}, p); err != nil {
+			return nil, err
+		}
+		trustDeps = append(trustDeps, c.Federation.Provider)
+		// Roles keep the static trust (§4.2) until the broker serves TLS, then
+		// trust only this stack's provider (§9.3).
+		trust = c.Host.BrokerTLS.ApplyT(func(ok bool) string {
+			if ok {
+				return policy.FederatedTrust(n).JSON()
+			}
+			return policy.StaticTrust(n).JSON()
+		}).(pulumi.StringOutput)
+		federation = c.Host.Status.ApplyT(func(st string) string {
+			if st == "healthy" {
+				return "active: roles trust only " + n.OIDCProviderARN
+			}
+			return "pending: roles keep the static trust until the broker serves TLS (" + st + ")"
+		}).(pulumi.StringOutput)
+	}
+	if c.DataRole, err = NewDataRole(ctx, name+"-data", &DataRoleArgs{
+		Names: n, TrustPolicy: trust, TrustDependsOn: trustDeps,
 	}, p); err != nil {
 		return nil, err
 	}
 	if c.Mail, err = NewMailBackend(ctx, name+"-mail", &MailBackendArgs{
-		Names: n, ProdPosture: args.ProdPosture, PolicyDependsOn: []pulumi.Resource{c.Principals.DataRole},
+		Names: n, ProdPosture: args.ProdPosture, PolicyDependsOn: []pulumi.Resource{c.DataRole.Role},
 	}, p); err != nil {
 		return nil, err
 	}
 	for _, cl := range naming.DataClasses {
 		d, err := NewDataClassRole(ctx, name+"-"+cl.Name, &DataClassRoleArgs{
-			Names: n, Class: cl, ProdPosture: args.ProdPosture, TrustDependsOn: []pulumi.Resource{c.Principals.DaemonUser},
+			Names: n, Class: cl, ProdPosture: args.ProdPosture, TrustPolicy: trust, TrustDependsOn: trustDeps,
 		}, p)
 		if err != nil {
 			return nil, err
@@ -83,10 +138,6 @@ func NewBrokerStack(ctx *pulumi.Context, name string, args *BrokerStackArgs, opt
 		c.DataClasses[cl.Name] = d
 	}
 
-	hostnames := pulumi.StringMap{}
-	for _, h := range n.Hostnames() {
-		hostnames[h] = pulumi.String("pending: host bring-up")
-	}
 	c.Outputs = map[string]pulumi.Input{
 		"stack":             pulumi.String(n.Stack.Name),
 		"brokerUrl":         pulumi.String(n.Issuer),
@@ -96,13 +147,17 @@ func NewBrokerStack(ctx *pulumi.Context, name string, args *BrokerStackArgs, opt
 		"eipRung":           pulumi.String(string(args.EIP.Rung) + ": " + args.EIP.Reason),
 		"mailDomain":        pulumi.String(n.MailDomain),
 		"sender":            pulumi.String(n.Sender),
-		"dataRoleArn":       c.Principals.DataRoleArn,
+		"dataRoleArn":       c.DataRole.RoleArn,
 		"hostRoleArn":       c.Principals.HostRoleArn,
 		"instanceProfile":   c.Principals.InstanceProfileName,
 		"mailBucket":        c.Mail.BucketName,
 		"daemonAccessKeyId": c.Principals.DaemonAccessKeyId,
+		"daemonSecretKey":   c.Principals.DaemonSecretKey,
 		"sshAccessKeyId":    c.Principals.SSHAccessKeyId,
+		"sshSecretKey":      c.Principals.SSHSecretKey,
 		"credentials":       c.Principals.Credentials(),
+		"federation":        federation,
+		"federationGate":    pulumi.String("roles trust " + n.OIDCProviderARN + " once the host bring-up reports https://" + n.BrokerHost + " serving OIDC discovery over TLS; until then they keep the static trust of the daemon user"),
 	}
 	buckets, roles := pulumi.StringMap{}, pulumi.StringMap{}
 	for k, d := range c.DataClasses {
@@ -111,36 +166,35 @@ func NewBrokerStack(ctx *pulumi.Context, name string, args *BrokerStackArgs, opt
 	}
 	c.Outputs["dataBuckets"] = buckets
 	c.Outputs["classRoleArns"] = roles
-
-	if args.Host == nil {
+	if c.Host == nil {
+		hostnames := pulumi.StringMap{}
+		for _, h := range n.Hostnames() {
+			hostnames[h] = pulumi.String("pending: host bring-up")
+		}
 		c.Outputs["hostBringUp"] = pulumi.String("pending: agentkeys:sshPrivateKey is not set (pulumi config set --secret agentkeys:sshPrivateKey < broker.pem)")
-		c.Outputs["federation"] = pulumi.String("pending: the broker host has not been brought up")
 		c.Outputs["hostnames"] = hostnames
-		return c, ctx.RegisterResourceOutputs(c, pulumi.Map{"issuer": pulumi.String(n.Issuer)})
+		c.Outputs["oidcProviderArn"] = pulumi.String("pending")
+	} else {
+		c.Outputs["hostBringUp"] = c.Host.Status
+		c.Outputs["hostSummary"] = c.Host.Summary
+		c.Outputs["oidcProviderArn"] = c.Federation.ProviderArn
+		c.Outputs["hostnames"] = c.Host.Summary.ApplyT(HostnameStates(n)).(pulumi.StringMapOutput)
 	}
+	return c, ctx.RegisterResourceOutputs(c, pulumi.Map{"issuer": pulumi.String(n.Issuer), "federation": federation})
+}
 
-	spec := c.Network.PublicIp.ApplyT(func(ip string) (string, error) { return args.HostSpec(ip) }).(pulumi.StringOutput)
-	deps := []pulumi.Resource{c.Principals.InstanceProfile}
-	for _, r := range c.Network.Records {
-		deps = append(deps, r)
+// liveThumbprint reads the chain https://host serves and returns the SHA-1
+// of its top intermediate CA.
+func liveThumbprint(ctx *pulumi.Context, host string) ([]string, error) {
+	r, err := tls.GetCertificate(ctx, &tls.GetCertificateArgs{Url: pulumi.StringRef("https://" + host), VerifyChain: pulumi.BoolRef(true)})
+	if err != nil {
+		return nil, fmt.Errorf("reading the certificate chain of https://%s: %w", host, err)
 	}
-	if c.Host, err = NewHostBringUp(ctx, name+"-host", &HostBringUpArgs{
-		Host: c.Network.PublicIp, Port: args.Host.Port, User: args.Host.User, PrivateKey: args.Host.PrivateKey,
-		HostKey: args.Host.HostKey, AgentBinary: args.Host.AgentBinary, AgentHash: args.Host.AgentHash,
-		Spec: spec, Redeploy: args.Host.Redeploy, DependsOn: deps,
-	}, p); err != nil {
-		return nil, err
+	t, err := TopIntermediateThumbprint(r.Certificates)
+	if err != nil {
+		return nil, fmt.Errorf("thumbprint of https://%s: %w", host, err)
 	}
-	if c.Federation, err = NewOidcFederation(ctx, name+"-oidc", &OidcFederationArgs{
-		Names: n, DependsOn: []pulumi.Resource{c.Host},
-	}, p); err != nil {
-		return nil, err
-	}
-	c.Outputs["hostBringUp"] = c.Host.Status
-	c.Outputs["hostSummary"] = c.Host.Summary
-	c.Outputs["oidcProviderArn"] = c.Federation.ProviderArn
-	c.Outputs["hostnames"] = c.Host.Summary.ApplyT(HostnameStates(n)).(pulumi.StringMapOutput)
-	return c, ctx.RegisterResourceOutputs(c, pulumi.Map{"issuer": pulumi.String(n.Issuer), "hostBringUp": c.Host.Status})
+	return []string{t}, nil
 }
 
 // HostnameStates maps each public hostname to its TLS state from the agent's summary.

@@ -131,25 +131,25 @@ func NewHostBringUp(ctx *pulumi.Context, name string, args *HostBringUpArgs, opt
 		return nil, err
 	}
 	c.Summary = c.Apply.Stdout
-	health := c.Apply.Stdout.ApplyT(func(out string) hostHealth { return ParseHealth(out) })
-	c.BrokerTLS = health.ApplyT(func(h hostHealth) bool { return h.BrokerTLS }).(pulumi.BoolOutput)
-	c.Status = health.ApplyT(func(h hostHealth) string {
-		if h.BrokerTLS {
-			return "healthy"
+	c.BrokerTLS = c.Apply.Stdout.ApplyT(func(out string) bool { return ParseHealth(out).BrokerTLS }).(pulumi.BoolOutput)
+	c.Status = c.Apply.Stdout.ApplyT(func(out string) string {
+		if h := ParseHealth(out); !h.BrokerTLS {
+			return "pending: " + h.Reason
 		}
-		return "pending: " + h.Reason
+		return "healthy"
 	}).(pulumi.StringOutput)
 	return c, ctx.RegisterResourceOutputs(c, pulumi.Map{"summary": c.Summary, "status": c.Status})
 }
 
-type hostHealth struct {
+// HostHealth is what the bring-up learned of the broker.
+type HostHealth struct {
 	BrokerTLS bool
 	Reason    string
 }
 
 // ParseHealth reads the agent's JSON summary: the broker counts as serving
 // TLS when its certificate is in place and its OIDC discovery answered.
-func ParseHealth(summary string) hostHealth {
+func ParseHealth(summary string) HostHealth {
 	var s struct {
 		Hosts struct {
 			Issued  []string          `json:"issued"`
@@ -163,24 +163,24 @@ func ParseHealth(summary string) hostHealth {
 		Issuer string `json:"issuer"`
 	}
 	if err := json.Unmarshal([]byte(summary), &s); err != nil {
-		return hostHealth{Reason: "the host agent's summary is not JSON: " + err.Error()}
+		return HostHealth{Reason: "the host agent's summary is not JSON: " + err.Error()}
 	}
 	host := strings.TrimPrefix(s.Issuer, "https://")
 	if r, ok := s.Hosts.Skipped[host]; ok {
-		return hostHealth{Reason: "no certificate for " + host + ": " + r}
+		return HostHealth{Reason: "no certificate for " + host + ": " + r}
 	}
 	issued := false
 	for _, h := range s.Hosts.Issued {
 		issued = issued || h == host
 	}
 	if !issued {
-		return hostHealth{Reason: "no certificate for " + host + " yet"}
+		return HostHealth{Reason: "no certificate for " + host + " yet"}
 	}
 	d, ok := s.Health["oidc-discovery"]
 	if !ok || !d.OK {
-		return hostHealth{Reason: "OIDC discovery of " + s.Issuer + " not healthy: " + d.Detail}
+		return HostHealth{Reason: "OIDC discovery of " + s.Issuer + " not healthy: " + d.Detail}
 	}
-	return hostHealth{BrokerTLS: true}
+	return HostHealth{BrokerTLS: true}
 }
 
 func hostsOf(summary string) (map[string]bool, map[string]string) {

@@ -21,6 +21,8 @@ type DataClassRoleArgs struct {
 	// TrustDependsOn are the principals the trust names: the daemon user when
 	// static, the OIDC provider when federated (required then).
 	TrustDependsOn []pulumi.Resource
+	// TrustPolicy, when set, overrides the trust Federated picks (see DataRoleArgs).
+	TrustPolicy pulumi.StringInput
 }
 
 // DataClassRole is one class's bucket and the role that alone may use it.
@@ -57,9 +59,13 @@ func NewDataClassRole(ctx *pulumi.Context, name string, args *DataClassRoleArgs,
 	if err := ctx.RegisterComponentResource("agentkeys:index:DataClassRole", name, c, opts...); err != nil {
 		return nil, err
 	}
+	var doc pulumi.StringInput = pulumi.String(trust.JSON())
+	if args.TrustPolicy != nil {
+		doc = args.TrustPolicy
+	}
 	if c.Role, err = iam.NewRole(ctx, name+"-role", &iam.RoleArgs{
 		Name:             pulumi.String(role),
-		AssumeRolePolicy: pulumi.String(trust.JSON()),
+		AssumeRolePolicy: doc,
 	}, pulumi.Parent(c), pulumi.DependsOn(args.TrustDependsOn)); err != nil {
 		return nil, err
 	}

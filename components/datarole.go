@@ -17,6 +17,10 @@ type DataRoleArgs struct {
 	// TrustDependsOn are the principals the trust names: the daemon user when
 	// static, the OIDC provider when federated (required then).
 	TrustDependsOn []pulumi.Resource
+	// TrustPolicy, when set, overrides the trust Federated picks: BrokerStack
+	// passes a document that turns federated once the host serves TLS, so one
+	// `pulumi up` goes from static to federated trust.
+	TrustPolicy pulumi.StringInput
 }
 
 // DataRole is agentkeys-data-role<sfx> with its inline grant (§4.2): mail
@@ -45,7 +49,11 @@ func NewDataRole(ctx *pulumi.Context, name string, args *DataRoleArgs, opts ...p
 	if err := ctx.RegisterComponentResource("agentkeys:index:DataRole", name, c, opts...); err != nil {
 		return nil, err
 	}
-	if c.Role, err = declareDataRole(ctx, name, c, args.Names, trust, args.TrustDependsOn); err != nil {
+	var doc pulumi.StringInput = pulumi.String(trust.JSON())
+	if args.TrustPolicy != nil {
+		doc = args.TrustPolicy
+	}
+	if c.Role, err = declareDataRole(ctx, name, c, args.Names, doc, args.TrustDependsOn); err != nil {
 		return nil, err
 	}
 	c.RoleArn = c.Role.Arn
@@ -56,11 +64,11 @@ func NewDataRole(ctx *pulumi.Context, name string, args *DataRoleArgs, opts ...p
 }
 
 // declareDataRole declares the role and its inline grant under parent.
-func declareDataRole(ctx *pulumi.Context, name string, parent pulumi.Resource, n naming.Names, trust policy.Document, deps []pulumi.Resource) (*iam.Role, error) {
+func declareDataRole(ctx *pulumi.Context, name string, parent pulumi.Resource, n naming.Names, trust pulumi.StringInput, deps []pulumi.Resource) (*iam.Role, error) {
 	p := pulumi.Parent(parent)
 	role, err := iam.NewRole(ctx, name+"-data-role", &iam.RoleArgs{
 		Name:             pulumi.String(n.DataRole),
-		AssumeRolePolicy: pulumi.String(trust.JSON()),
+		AssumeRolePolicy: trust,
 	}, p, pulumi.DependsOn(deps))
 	if err != nil {
 		return nil, err

@@ -103,7 +103,7 @@ func NewPrincipals(ctx *pulumi.Context, name string, args *PrincipalsArgs, opts 
 	} else {
 		// The static trust names the daemon user, which must exist first.
 		deps := append([]pulumi.Resource{c.DaemonUser}, args.TrustDependsOn...)
-		if c.DataRole, err = declareDataRole(ctx, name, c, n, trust, deps); err != nil {
+		if c.DataRole, err = declareDataRole(ctx, name, c, n, pulumi.String(trust.JSON()), deps); err != nil {
 			return nil, err
 		}
 		c.DataRoleArn = c.DataRole.Arn

@@ -43,7 +43,7 @@ func kind(typ string) string {
 		return "ses-identity"
 	case "aws:route53/record:Record":
 		return "dns-record"
-	case "aws:ec2/eip:Eip":
+	case "aws:ec2/eip:Eip", "aws:ec2/tag:Tag":
 		return "eip-tag"
 	case "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
 		return "oidc-provider"

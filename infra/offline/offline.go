@@ -45,9 +45,33 @@ func Raw(stack string, raw *config.Raw) (*plan.Plan, error) {
 	if _, err := config.Parse(stack, raw.Values); err != nil {
 		return nil, err
 	}
-	return plan.Run(stack, program.Declare, plan.Options{
-		Config: raw.Values, SecretKeys: raw.SecretKeys, Answers: Answers(), Preview: true,
+	vals, secrets := raw.Values, raw.SecretKeys
+	var notes []string
+	if _, ok := vals[sshKey]; !ok {
+		// Plan the whole graph: pulumi up leaves the bring-up pending until the key is set.
+		vals = copyMap(vals)
+		vals[sshKey] = config.Encrypted
+		secrets = append(append([]string{}, secrets...), sshKey)
+		notes = append(notes, fmt.Sprintf("%s is not set in Pulumi.%s.yaml: planned as if set; `pulumi up` leaves the host bring-up pending until `pulumi config set --secret %s --stack %s < broker.pem`", sshKey, stack, sshKey, stack))
+	}
+	p, err := plan.Run(stack, program.Declare, plan.Options{
+		Config: vals, SecretKeys: secrets, Answers: Answers(), Preview: true,
 	})
+	if err != nil {
+		return nil, err
+	}
+	p.Notes = append(p.Notes, notes...)
+	return p, nil
+}
+
+const sshKey = "agentkeys:sshPrivateKey"
+
+func copyMap(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
 }
 
 var testSlot = regexp.MustCompile(`^test-(\d+)$`)

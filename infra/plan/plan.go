@@ -57,6 +57,7 @@ type Plan struct {
 	Resources []*Resource
 	Outputs   map[string]Output
 	Invokes   []string // invoke tokens the program called, in order
+	Notes     []string // what the plan assumed
 }
 
 // Declare is the program under plan: it declares resources and returns the
@@ -144,6 +145,19 @@ func setenv(vals map[string]string) func() {
 	}
 }
 
+// previewComputed lists output properties a preview cannot know although the
+// program set the enclosing input (the mock would otherwise echo the input).
+var previewComputed = map[string][]string{
+	"aws:sesv2/emailIdentity:EmailIdentity": {"dkimSigningAttributes"},
+}
+
+// previewMarked lists cloud-assigned outputs that flow into secret inputs (the
+// SSH connection): the mock engine cannot carry an unknown inside a secret, so
+// a preview carries the Unknown marker string instead, which prints the same.
+var previewMarked = map[string][]string{
+	"aws:ec2/eip:Eip": {"publicIp"},
+}
+
 type mocks struct {
 	opts      Options
 	stack     string
@@ -190,14 +204,26 @@ func (m *mocks) NewResource(a pulumi.MockResourceArgs) (string, resource.Propert
 	m.mu.Unlock()
 
 	state := a.Inputs.Copy()
+	if m.opts.Preview {
+		// Nested outputs the cloud computes stay unknown in a preview.
+		for _, k := range previewComputed[a.TypeToken] {
+			state[resource.PropertyKey(k)] = resource.MakeComputed(resource.NewStringProperty(""))
+		}
+		for _, k := range previewMarked[a.TypeToken] {
+			state[resource.PropertyKey(k)] = resource.NewStringProperty(Unknown)
+		}
+	}
 	if m.opts.State != nil {
 		for k, v := range m.opts.State(a.TypeToken, a.Name, a.Inputs) {
 			state[k] = v
 		}
 	}
 	id := a.ID
-	if id == "" && a.Custom {
-		id = a.Name + "-id"
+	if id == "" && a.Custom && !m.opts.Preview {
+		// An update plays the cloud: the physical name is the id, as AWS does.
+		if id = r.PhysicalName(); id == "" {
+			id = a.Name + "-id"
+		}
 	}
 	return id, state, nil
 }

@@ -99,6 +99,13 @@ func (r *Resource) PhysicalName() string {
 			}
 		}
 	}
+	if r.Type == "aws:ec2/tag:Tag" {
+		if k, _ := r.Inputs["key"].(string); k == "Name" {
+			v, _ := r.Inputs["value"].(string)
+			return v
+		}
+		return ""
+	}
 	if !r.Custom {
 		return ""
 	}
@@ -129,10 +136,18 @@ func (p *Plan) JSON(w io.Writer) error {
 		URN      string `json:"urn"`
 		NewState state  `json:"newState"`
 	}
+	type diag struct {
+		Severity string `json:"severity"`
+		Message  string `json:"message"`
+	}
 	doc := struct {
-		Steps   []step         `json:"steps"`
-		Outputs map[string]any `json:"outputs"`
+		Steps       []step         `json:"steps"`
+		Outputs     map[string]any `json:"outputs"`
+		Diagnostics []diag         `json:"diagnostics,omitempty"`
 	}{Steps: []step{}, Outputs: map[string]any{}}
+	for _, n := range p.Notes {
+		doc.Diagnostics = append(doc.Diagnostics, diag{Severity: "info", Message: n})
+	}
 	for _, r := range p.Resources {
 		op := "create"
 		if r.ImportID != "" {
@@ -186,6 +201,9 @@ func (p *Plan) Text(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "Stack %s: %d resources\n", p.Stack, len(p.Resources))
+	for _, n := range p.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
 	var walk func(r *Resource, depth int)
 	walk = func(r *Resource, depth int) {
 		indent := strings.Repeat("  ", depth)

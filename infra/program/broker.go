@@ -3,17 +3,49 @@ package program
 import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
+	"github.com/agentkeys/agentkeys-infra/components"
 	"github.com/agentkeys/agentkeys-infra/infra/config"
 )
 
-// declareBroker declares one broker stack.
+// declareBroker declares one broker stack: the EIP decision is made from
+// lookups before any resource is declared, then BrokerStack composes the rest.
 func declareBroker(ctx *pulumi.Context, cfg *config.Config) (map[string]pulumi.Input, error) {
 	n := cfg.Names()
-	return map[string]pulumi.Input{
-		"stack":      pulumi.String(n.Stack.Name),
-		"issuer":     pulumi.String(n.Issuer),
-		"brokerUrl":  pulumi.String(n.Issuer),
-		"hostnames":  pulumi.ToStringArray(n.Hostnames()),
-		"mailDomain": pulumi.String(n.MailDomain),
-	}, nil
+	configured := cfg.EIPAllocationID
+	if configured == "" {
+		configured = cfg.EIPAddress
+	}
+	lookups, err := components.LookupEIPs(ctx, cfg.InstanceID, n.EIPTag, configured)
+	if err != nil {
+		return nil, err
+	}
+	eip, err := components.ChooseEIP(lookups)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range eip.Warnings {
+		_ = ctx.Log.Warn(w, nil)
+	}
+	args := &components.BrokerStackArgs{
+		Names: n, ProdPosture: cfg.Stack.ProdPosture(), InstanceID: cfg.InstanceID, EIP: eip,
+		HostSpec: func(ip string) (string, error) {
+			b, err := HostSpec(cfg, ip).Encode()
+			return string(b), err
+		},
+	}
+	if cfg.SSHPrivateKey.Set() {
+		bin, hash, err := AgentBinary(ctx.RootDirectory())
+		if err != nil {
+			return nil, err
+		}
+		args.Host = &components.BrokerHostArgs{
+			User: cfg.SSHUser, PrivateKey: pulumi.ToSecret(pulumi.String(cfg.SSHPrivateKey.Reveal())).(pulumi.StringOutput),
+			HostKey: cfg.SSHHostKey, AgentBinary: bin, AgentHash: hash, Redeploy: cfg.Redeploy,
+		}
+	}
+	bs, err := components.NewBrokerStack(ctx, "agentkeys", args)
+	if err != nil {
+		return nil, err
+	}
+	return bs.Outputs, nil
 }
