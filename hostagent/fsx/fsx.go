@@ -76,6 +76,7 @@ func WriteFileAtomic(root, path string, data []byte, mode fs.FileMode, o Owner) 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return false, err
 	}
+	removeStaleTemps(dir, filepath.Base(p))
 	tmp, err := writeTemp(dir, filepath.Base(p), data, mode, o)
 	if err != nil {
 		return false, err
@@ -103,6 +104,7 @@ func CreateOnce(root, path string, data []byte, mode fs.FileMode, o Owner) (crea
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return false, err
 	}
+	removeStaleTemps(dir, filepath.Base(p))
 	tmp, err := writeTemp(dir, filepath.Base(p), data, mode, o)
 	if err != nil {
 		return false, err
@@ -117,6 +119,15 @@ func CreateOnce(root, path string, data []byte, mode fs.FileMode, o Owner) (crea
 	}
 	Fault("after-rename")
 	return true, syncDir(dir)
+}
+
+// removeStaleTemps deletes temp files a killed run left for this file; the
+// agent is the only writer, so none of them is in use.
+func removeStaleTemps(dir, base string) {
+	old, _ := filepath.Glob(filepath.Join(dir, "."+base+".tmp-*"))
+	for _, o := range old {
+		os.Remove(o)
+	}
 }
 
 func writeTemp(dir, base string, data []byte, mode fs.FileMode, o Owner) (string, error) {

@@ -100,3 +100,13 @@ func TestHostPathStaysUnderRoot(t *testing.T) {
 	assert.Equal(t, "/r/etc/x", HostPath("/r", "../../etc/x"))
 	assert.Equal(t, "/etc/x", HostPath("", "/etc/x"))
 }
+
+func TestStaleTempRemovedOnNextWrite(t *testing.T) {
+	root := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "etc"), 0o755))
+	stale := filepath.Join(root, "etc", ".group.tmp-123")
+	require.NoError(t, os.WriteFile(stale, []byte("half"), 0o644))
+	_, err := WriteFileAtomic(root, "/etc/group", []byte("g:x:1:\n"), 0o644, NoOwner)
+	require.NoError(t, err)
+	assert.NoFileExists(t, stale)
+}

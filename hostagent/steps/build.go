@@ -97,9 +97,12 @@ func (Build) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		res.Changes = append(res.Changes, "would build: "+describe(cmds))
 		return res, nil
 	}
+	// The checkout belongs to the login user; git run by the build (as root)
+	// must still trust it.
+	runEnv := append(append([]string{}, benv...), "GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=safe.directory", "GIT_CONFIG_VALUE_0=*")
 	for _, c := range cmds {
 		env.Logf("build: %s", strings.Join(c, " "))
-		if _, err := env.Sys.Run(ctx, dir, benv, c[0], c[1:]...); err != nil {
+		if _, err := env.Sys.Run(ctx, dir, runEnv, c[0], c[1:]...); err != nil {
 			return res, fmt.Errorf("build failed (the installed binaries are unchanged): %w", err)
 		}
 	}

@@ -256,7 +256,7 @@ func TestBuildSkipsWhenFingerprintUnchanged(t *testing.T) {
 
 	// Toolchain reclaim removes only the sandbox's /root toolchain.
 	require.NoError(t, os.MkdirAll(env.Path("/root/.rustup/toolchains"), 0o755))
-	s.Build.Command = []string{"go", "build", "-trimpath", "-o", "bin/standin", "."}
+	s.Build.Command = []string{"go", "build", "-trimpath", "-buildvcs=false", "-o", "bin/standin", "."}
 	s.Build.ReclaimToolchain = true
 	res, err = Build{}.Run(context.Background(), env)
 	require.NoError(t, err)

@@ -102,7 +102,7 @@ func Spec(t testing.TB, repo *Repo, names ...string) *spec.HostSpec {
 		Version: spec.Version, Stack: "test-2", Issuer: Issuer, Zone: "example.org",
 		PublicIP: "192.0.2.10", Account: "123456789012", Region: "us-east-1", Chain: "heima",
 		Source:    spec.Source{Repo: repo.Bare, Ref: "main", Dir: "/home/agentkey/agentKeys", AdoptFrom: []string{"/home/ubuntu/agentKeys"}},
-		Build:     spec.Build{Command: []string{"go", "build", "-trimpath", "-o", "bin/standin", "."}},
+		Build:     spec.Build{Command: []string{"go", "build", "-trimpath", "-buildvcs=false", "-o", "bin/standin", "."}},
 		ACME:      spec.ACME{Directory: "https://127.0.0.1:14000/dir", Resolver: "127.0.0.1:1"},
 		Nginx:     spec.Nginx{HTTPPort: 18080, HTTPSPort: 18443, Webroot: "/var/www/certbot", ConfDir: "/etc/nginx/conf.d"},
 		Contracts: map[string]string{"REGISTRY": "0x00000000000000000000000000000000000000aa"},
