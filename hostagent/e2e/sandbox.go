@@ -63,15 +63,18 @@ func (s *System) NginxReload(ctx context.Context) error {
 // Zone is the sandbox's DNS zone; stack test-2's hostnames live in it.
 const Zone = "agentkeys.test"
 
-// Hostnames returns stack test-2's service hostnames by service name:
-// broker, signer and the six workers.
-func Hostnames() map[string]string {
+// Hostnames returns stack test-2's nine hostnames by service name: broker,
+// mcp, signer and the six workers.
+func Hostnames() map[string]string { return HostnamesIn(Zone) }
+
+// HostnamesIn is Hostnames for another zone.
+func HostnamesIn(zone string) map[string]string {
 	st, err := naming.ParseStack("test-2")
 	if err != nil {
 		panic(err)
 	}
-	n := naming.Derive(st, naming.Fork{AccountID: "123456789012", Zone: Zone})
-	out := map[string]string{"broker": n.BrokerHost, "signer": n.SignerHost}
+	n := naming.Derive(st, naming.Fork{AccountID: "123456789012", Zone: zone})
+	out := map[string]string{"broker": n.BrokerHost, "signer": n.SignerHost, "mcp": n.MCPHost}
 	for w, h := range n.WorkerHosts {
 		out[w] = h
 	}
