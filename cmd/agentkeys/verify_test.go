@@ -23,12 +23,25 @@ import (
 func project(t *testing.T, stacks ...string) string {
 	dir := t.TempDir()
 	for _, s := range stacks {
-		y := "config:\n  aws:region: us-east-1\n  agentkeys:accountId: \"" + mototest.Account + "\"\n  agentkeys:zone: example.test\n  agentkeys:parentZoneId: Z0EXAMPLE0ZONE0ID\n  agentkeys:instanceId: i-0123456789abcdef0\n"
+		writeStack(t, dir, s, "i-0123456789abcdef0")
+	}
+	return dir
+}
+
+// projectWith writes one stack whose broker is instanceID.
+func projectWith(t *testing.T, stack, instanceID string) string {
+	dir := t.TempDir()
+	writeStack(t, dir, stack, instanceID)
+	return dir
+}
+
+func writeStack(t *testing.T, dir, s, instanceID string) {
+	{
+		y := "config:\n  aws:region: us-east-1\n  agentkeys:accountId: \"" + mototest.Account + "\"\n  agentkeys:zone: example.test\n  agentkeys:parentZoneId: Z0EXAMPLE0ZONE0ID\n  agentkeys:instanceId: " + instanceID + "\n"
 		if err := os.WriteFile(filepath.Join(dir, "Pulumi."+s+".yaml"), []byte(y), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return dir
 }
 
 func names(t *testing.T, dir, stack string) naming.Names {
