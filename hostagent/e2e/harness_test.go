@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
 	"crypto/sha256"
 	"io/fs"
 	"net"
@@ -155,9 +153,6 @@ func readFile(t testing.TB, p string) []byte {
 	}
 	return b
 }
-
-var _ = bytes.Equal
-var _ = context.Background
 
 var netDialer = net.Dialer{Timeout: 5 * time.Second}
 
