@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/agentkeys/agentkeys-infra/ops/deploy"
+	"github.com/agentkeys/agentkeys-infra/ops/testkit/mototest"
+	"github.com/agentkeys/agentkeys-infra/ops/testkit/stacktest"
+)
+
+type historyFake struct{ cliFake }
+
+func (*historyFake) LastDeploy(_ context.Context, s string) (deploy.LastDeploy, bool, error) {
+	if s != "test-2" {
+		return deploy.LastDeploy{}, false, nil
+	}
+	return deploy.LastDeploy{Kind: "update", Result: "succeeded", End: time.Date(2026, 11, 27, 9, 30, 0, 0, time.UTC)}, true, nil
+}
+
+func TestFleetTable(t *testing.T) {
+	dir := project(t, "prod", "test-2", "test-3")
+	n2 := names(t, dir, "test-2")
+	n3 := names(t, dir, "test-3")
+	healthy := stacktest.Start(t, n2, stacktest.Faults{})
+	sick := stacktest.Start(t, n3, stacktest.Faults{Unhealthy: map[string]int{n3.BrokerHost: 502}})
+	mototest.Start(t)
+	ec := ec2.NewFromConfig(mototest.Config(t))
+	alloc, err := ec.AllocateAddress(context.Background(), &ec2.AllocateAddressInput{TagSpecifications: []ec2types.TagSpecification{{
+		ResourceType: ec2types.ResourceTypeElasticIp, Tags: []ec2types.Tag{{Key: aws.String("Name"), Value: aws.String(n2.EIPTag)}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := deps{engine: func(string, io.Writer) deploy.Engine { return &historyFake{} }}
+	code, out, errs := runCLI(t, d, "fleet", "--project-dir", dir, "--ca", healthy.CAFile,
+		"--connect", n2.BrokerHost+"="+healthy.Addr, "--connect", n3.BrokerHost+"="+sick.Addr,
+		"--connect", "broker.example.test=127.0.0.1:1", "--watch", "1ms", "--count", "2")
+	if code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out, errs)
+	}
+	if got := strings.Count(out, "STACK"); got != 2 {
+		t.Fatalf("--watch --count 2 printed %d tables:\n%s", got, out)
+	}
+	lines := map[string]string{}
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			lines[f[0]] = l
+		}
+	}
+	ip := aws.ToString(alloc.PublicIp)
+	if l := lines["test-2"]; !strings.Contains(l, ip) || !strings.Contains(l, "healthy") || !strings.Contains(l, "update succeeded 2026-11-27 09:30Z") {
+		t.Errorf("test-2 row: %q", l)
+	}
+	if l := lines["test-3"]; !strings.Contains(l, "down:") || strings.Contains(l, "healthy") {
+		t.Errorf("test-3 row (different CA, 502): %q", l)
+	}
+	if l := lines["prod"]; !strings.Contains(l, "prod") || !strings.Contains(l, "down:") || !strings.HasSuffix(strings.TrimSpace(l), "-") {
+		t.Errorf("prod row: %q", l)
+	}
+
+	empty := t.TempDir()
+	if code, _, errs := runCLI(t, d, "fleet", "--project-dir", empty); code != exitUsage || !strings.Contains(errs, "no Pulumi.<stack>.yaml") {
+		t.Fatalf("empty project: %d %s", code, errs)
+	}
+}
