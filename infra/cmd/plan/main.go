@@ -15,6 +15,7 @@ func main() {
 	stack := flag.String("stack", "", "stack name: prod, test, test-N, base")
 	asJSON := flag.Bool("json", false, "print JSON shaped like `pulumi preview --json`")
 	dir := flag.String("dir", ".", "project directory holding Pulumi.<stack>.yaml")
+	critical := flag.Bool("critical-path", false, "print the longest chain of dependent resources")
 	flag.Parse()
 	if *stack == "" {
 		fmt.Fprintln(os.Stderr, "plan: --stack is required (for example --stack test-2)")
@@ -34,6 +35,13 @@ func main() {
 		}
 	} else {
 		p.Text(&out)
+	}
+	if *critical && !*asJSON {
+		path := p.CriticalPath()
+		fmt.Fprintf(&out, "Critical path: %d resources\n", len(path))
+		for i, r := range path {
+			fmt.Fprintf(&out, "  %2d. %s %s\n", i+1, r.Type, r.Name)
+		}
 	}
 	os.Stdout.Write(out.Bytes())
 }
