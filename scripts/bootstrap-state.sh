@@ -31,7 +31,10 @@ if [ -n "$want_account" ] && ! [[ "$want_account" =~ ^[0-9]{12}$ ]]; then
   die "--account '$want_account' is not a 12-digit account id"
 fi
 
-awsr() { aws --region "$region" "$@"; }
+# Older CLIs (Debian's 2.9) ignore AWS_ENDPOINT_URL: pass it explicitly.
+endpoint=()
+if [ -n "${AWS_ENDPOINT_URL:-}" ]; then endpoint=(--endpoint-url "$AWS_ENDPOINT_URL"); fi
+awsr() { aws --region "$region" "${endpoint[@]}" "$@"; }
 
 account="$(awsr sts get-caller-identity --query Account --output text)" ||
   die "cannot call sts get-caller-identity: set AWS_PROFILE to the account's admin profile (agentkeys-admin)"

@@ -173,18 +173,18 @@ func TestBootstrapStateAgainstMoto(t *testing.T) {
 	}
 
 	// One key, behind the alias, with rotation on, after two runs.
-	keys, err := e.run(t, "aws", "kms", "list-keys", "--query", "Keys[].KeyId", "--output", "text")
+	keys, err := e.run(t, "aws", "--endpoint-url", e.endpoint, "kms", "list-keys", "--query", "Keys[].KeyId", "--output", "text")
 	if err != nil {
 		t.Fatal(keys)
 	}
 	if f := strings.Fields(keys); len(f) != 1 {
 		t.Fatalf("want exactly one KMS key after two runs, got %q", keys)
 	}
-	target, err := e.run(t, "aws", "kms", "list-aliases", "--query", "Aliases[?AliasName=='alias/agentkeys-pulumi'].TargetKeyId", "--output", "text")
+	target, err := e.run(t, "aws", "--endpoint-url", e.endpoint, "kms", "list-aliases", "--query", "Aliases[?AliasName=='alias/agentkeys-pulumi'].TargetKeyId", "--output", "text")
 	if err != nil || strings.TrimSpace(target) != strings.TrimSpace(keys) {
 		t.Errorf("alias targets %q, the key is %q (%v)", target, keys, err)
 	}
-	rot, err := e.run(t, "aws", "kms", "get-key-rotation-status", "--key-id", strings.TrimSpace(keys), "--query", "KeyRotationEnabled", "--output", "text")
+	rot, err := e.run(t, "aws", "--endpoint-url", e.endpoint, "kms", "get-key-rotation-status", "--key-id", strings.TrimSpace(keys), "--query", "KeyRotationEnabled", "--output", "text")
 	if err != nil || strings.TrimSpace(rot) != "True" {
 		t.Errorf("key rotation %q (%v)", rot, err)
 	}
