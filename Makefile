@@ -3,7 +3,6 @@ SHELL := /bin/bash
 STACK ?= test-2
 FORMAT ?= text
 GO ?= go
-export GOFLAGS ?= -mod=readonly
 
 .PHONY: plan check-isolation test test-unit test-e2e lint fmt bench tidy
 

@@ -6,42 +6,50 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/agentkeys/agentkeys-infra/infra/offline"
 )
 
-func main() {
-	stack := flag.String("stack", "", "stack name: prod, test, test-N, base")
-	asJSON := flag.Bool("json", false, "print JSON shaped like `pulumi preview --json`")
-	dir := flag.String("dir", ".", "project directory holding Pulumi.<stack>.yaml")
-	critical := flag.Bool("critical-path", false, "print the longest chain of dependent resources")
-	flag.Parse()
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("plan", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	stack := fs.String("stack", "", "stack name: prod, test, test-N, base")
+	asJSON := fs.Bool("json", false, "print JSON shaped like `pulumi preview --json`")
+	dir := fs.String("dir", ".", "project directory holding Pulumi.<stack>.yaml")
+	critical := fs.Bool("critical-path", false, "print the longest chain of dependent resources")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
 	if *stack == "" {
-		fmt.Fprintln(os.Stderr, "plan: --stack is required (for example --stack test-2)")
-		os.Exit(2)
+		fmt.Fprintln(stderr, "plan: --stack is required (for example --stack test-2)")
+		return 2
 	}
 	p, err := offline.Stack(*dir, *stack)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "plan:", err)
-		os.Exit(1)
+		fmt.Fprintln(stderr, "plan:", err)
+		return 1
 	}
 	// Buffer so that a failure never leaves partial output on stdout.
 	var out bytes.Buffer
 	if *asJSON {
 		if err := p.JSON(&out); err != nil {
-			fmt.Fprintln(os.Stderr, "plan:", err)
-			os.Exit(1)
+			fmt.Fprintln(stderr, "plan:", err)
+			return 1
 		}
 	} else {
 		p.Text(&out)
-	}
-	if *critical && !*asJSON {
-		path := p.CriticalPath()
-		fmt.Fprintf(&out, "Critical path: %d resources\n", len(path))
-		for i, r := range path {
-			fmt.Fprintf(&out, "  %2d. %s %s\n", i+1, r.Type, r.Name)
+		if *critical {
+			path := p.CriticalPath()
+			fmt.Fprintf(&out, "Critical path: %d resources\n", len(path))
+			for i, r := range path {
+				fmt.Fprintf(&out, "  %2d. %s %s\n", i+1, r.Type, r.Name)
+			}
 		}
 	}
-	os.Stdout.Write(out.Bytes())
+	stdout.Write(out.Bytes())
+	return 0
 }
