@@ -1,0 +1,73 @@
+package isolation
+
+import (
+	"os"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/agentkeys/agentkeys-infra/infra/config"
+	"github.com/agentkeys/agentkeys-infra/infra/offline"
+	"github.com/agentkeys/agentkeys-infra/infra/plan"
+)
+
+func TestMain(m *testing.M) {
+	os.Setenv("AGENTKEYS_HOSTAGENT_BINARY", "/bin/true")
+	os.Exit(m.Run())
+}
+
+func planWith(t *testing.T, stack string, edit func(map[string]string)) *plan.Plan {
+	t.Helper()
+	raw, err := config.ReadStackFile("../..", "test-2")
+	require.NoError(t, err)
+	vals := map[string]string{}
+	for k, v := range raw.Values {
+		vals[k] = v
+	}
+	if edit != nil {
+		edit(vals)
+	}
+	p, err := offline.Raw(stack, &config.Raw{Values: vals})
+	require.NoError(t, err)
+	return p
+}
+
+func TestRealConfigsAreIsolated(t *testing.T) {
+	template, err := config.ReadStackFile("../..", "test-2")
+	require.NoError(t, err)
+	var plans []*plan.Plan
+	for _, s := range []string{"prod", "test", "base", "test-2", "test-3", "test-17"} {
+		p, err := offline.Slot("../..", s, template)
+		require.NoError(t, err, s)
+		plans = append(plans, p)
+	}
+	assert.Empty(t, Check(plans))
+	kinds := map[string]int{}
+	for _, c := range Claims(plans[0]) {
+		kinds[c.Kind]++
+	}
+	// Every kind of name the issue lists is checked (DKIM record names are
+	// unknown until SES assigns tokens; they hang under the mail domain).
+	assert.Equal(t, map[string]int{"bucket": 4, "role": 5, "user": 2, "instance-profile": 1, "receipt-rule": 1,
+		"ses-identity": 2, "dns-record": 12, "eip-tag": 1, "oidc-provider": 1}, kinds)
+}
+
+func TestCollidingPairIsNamed(t *testing.T) {
+	// Two slots configured with the same mail domain would share SES identities and DNS records.
+	a := planWith(t, "test-3", func(v map[string]string) { v["agentkeys:mailDomain"] = "bots-shared.example.org" })
+	b := planWith(t, "test-4", func(v map[string]string) { v["agentkeys:mailDomain"] = "bots-shared.example.org" })
+	cs := Check([]*plan.Plan{a, b})
+	require.NotEmpty(t, cs)
+	err := Error(cs)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `ses-identity "bots-shared.example.org" is declared by stack test-3`)
+	assert.Contains(t, err.Error(), "and stack test-4")
+}
+
+func TestSharedSetIsAllowed(t *testing.T) {
+	p := &plan.Plan{Stack: "x"}
+	q := &plan.Plan{Stack: "y"}
+	assert.Empty(t, Check([]*plan.Plan{p, q}))
+	assert.True(t, Shared["ses-rule-set:agentkeys"])
+}
