@@ -16,6 +16,8 @@ type BrokerStackArgs struct {
 	ProdPosture bool
 	InstanceID  string
 	EIP         EIPDecision
+	// PermissionsBoundary caps every role and user of the stack (test stacks).
+	PermissionsBoundary string
 	// HostSpec renders the host agent's spec for the stack's public address.
 	HostSpec func(publicIP string) (string, error)
 	// Host configures the bring-up over SSH; nil leaves it pending (no key yet).
@@ -68,7 +70,7 @@ func NewBrokerStack(ctx *pulumi.Context, name string, args *BrokerStackArgs, opt
 	}
 	// The data role is declared below, once its trust can be decided.
 	if c.Principals, err = NewPrincipals(ctx, name+"-principals", &PrincipalsArgs{
-		Names: n, InstanceID: args.InstanceID, DeferDataRole: true,
+		Names: n, InstanceID: args.InstanceID, DeferDataRole: true, PermissionsBoundary: args.PermissionsBoundary,
 	}, p); err != nil {
 		return nil, err
 	}
@@ -119,7 +121,7 @@ func NewBrokerStack(ctx *pulumi.Context, name string, args *BrokerStackArgs, opt
 		}).(pulumi.StringOutput)
 	}
 	if c.DataRole, err = NewDataRole(ctx, name+"-data", &DataRoleArgs{
-		Names: n, TrustPolicy: trust, TrustDependsOn: trustDeps,
+		Names: n, TrustPolicy: trust, TrustDependsOn: trustDeps, PermissionsBoundary: args.PermissionsBoundary,
 	}, p); err != nil {
 		return nil, err
 	}
@@ -131,6 +133,7 @@ func NewBrokerStack(ctx *pulumi.Context, name string, args *BrokerStackArgs, opt
 	for _, cl := range naming.DataClasses {
 		d, err := NewDataClassRole(ctx, name+"-"+cl.Name, &DataClassRoleArgs{
 			Names: n, Class: cl, ProdPosture: args.ProdPosture, TrustPolicy: trust, TrustDependsOn: trustDeps,
+			PermissionsBoundary: args.PermissionsBoundary,
 		}, p)
 		if err != nil {
 			return nil, err

@@ -23,6 +23,9 @@ type DataClassRoleArgs struct {
 	TrustDependsOn []pulumi.Resource
 	// TrustPolicy, when set, overrides the trust Federated picks (see DataRoleArgs).
 	TrustPolicy pulumi.StringInput
+	// PermissionsBoundary caps the stack's roles and users (test stacks: the
+	// account stack's agentkeys-test-boundary, which CI requires).
+	PermissionsBoundary string
 }
 
 // DataClassRole is one class's bucket and the role that alone may use it.
@@ -64,8 +67,9 @@ func NewDataClassRole(ctx *pulumi.Context, name string, args *DataClassRoleArgs,
 		doc = args.TrustPolicy
 	}
 	if c.Role, err = iam.NewRole(ctx, name+"-role", &iam.RoleArgs{
-		Name:             pulumi.String(role),
-		AssumeRolePolicy: doc,
+		Name:                pulumi.String(role),
+		AssumeRolePolicy:    doc,
+		PermissionsBoundary: optString(args.PermissionsBoundary),
 	}, pulumi.Parent(c), pulumi.DependsOn(args.TrustDependsOn)); err != nil {
 		return nil, err
 	}

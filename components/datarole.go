@@ -21,6 +21,9 @@ type DataRoleArgs struct {
 	// passes a document that turns federated once the host serves TLS, so one
 	// `pulumi up` goes from static to federated trust.
 	TrustPolicy pulumi.StringInput
+	// PermissionsBoundary caps the stack's roles and users (test stacks: the
+	// account stack's agentkeys-test-boundary, which CI requires).
+	PermissionsBoundary string
 }
 
 // DataRole is agentkeys-data-role<sfx> with its inline grant (§4.2): mail
@@ -53,7 +56,7 @@ func NewDataRole(ctx *pulumi.Context, name string, args *DataRoleArgs, opts ...p
 	if args.TrustPolicy != nil {
 		doc = args.TrustPolicy
 	}
-	if c.Role, err = declareDataRole(ctx, name, c, args.Names, doc, args.TrustDependsOn); err != nil {
+	if c.Role, err = declareDataRole(ctx, name, c, args.Names, doc, args.TrustDependsOn, args.PermissionsBoundary); err != nil {
 		return nil, err
 	}
 	c.RoleArn = c.Role.Arn
@@ -64,11 +67,12 @@ func NewDataRole(ctx *pulumi.Context, name string, args *DataRoleArgs, opts ...p
 }
 
 // declareDataRole declares the role and its inline grant under parent.
-func declareDataRole(ctx *pulumi.Context, name string, parent pulumi.Resource, n naming.Names, trust pulumi.StringInput, deps []pulumi.Resource) (*iam.Role, error) {
+func declareDataRole(ctx *pulumi.Context, name string, parent pulumi.Resource, n naming.Names, trust pulumi.StringInput, deps []pulumi.Resource, boundary string) (*iam.Role, error) {
 	p := pulumi.Parent(parent)
 	role, err := iam.NewRole(ctx, name+"-data-role", &iam.RoleArgs{
-		Name:             pulumi.String(n.DataRole),
-		AssumeRolePolicy: trust,
+		Name:                pulumi.String(n.DataRole),
+		AssumeRolePolicy:    trust,
+		PermissionsBoundary: optString(boundary),
 	}, p, pulumi.DependsOn(deps))
 	if err != nil {
 		return nil, err
@@ -79,4 +83,12 @@ func declareDataRole(ctx *pulumi.Context, name string, parent pulumi.Resource, n
 		return nil, err
 	}
 	return role, nil
+}
+
+// optString is nil for "", so an unset option stays out of the inputs.
+func optString(s string) pulumi.StringPtrInput {
+	if s == "" {
+		return nil
+	}
+	return pulumi.String(s)
 }

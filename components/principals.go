@@ -19,6 +19,9 @@ type PrincipalsArgs struct {
 	// TrustDependsOn are what the federated trust names (the OIDC provider);
 	// IAM rejects a trust whose principal does not exist yet.
 	TrustDependsOn []pulumi.Resource
+	// PermissionsBoundary caps the stack's roles and users (test stacks: the
+	// account stack's agentkeys-test-boundary, which CI requires).
+	PermissionsBoundary string
 	// DeferDataRole leaves the data role to NewDataRole. A federated data role
 	// waits for the OIDC provider, which waits for the host bring-up, which
 	// waits for this component's instance profile: declaring the role here
@@ -77,7 +80,7 @@ func NewPrincipals(ctx *pulumi.Context, name string, args *PrincipalsArgs, opts 
 	p := pulumi.Parent(c)
 
 	user := func(suffix, uname, polName string, doc policy.Document) (*iam.User, *iam.AccessKey, error) {
-		u, err := iam.NewUser(ctx, name+"-"+suffix, &iam.UserArgs{Name: pulumi.String(uname)}, p)
+		u, err := iam.NewUser(ctx, name+"-"+suffix, &iam.UserArgs{Name: pulumi.String(uname), PermissionsBoundary: optString(args.PermissionsBoundary)}, p)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -103,15 +106,16 @@ func NewPrincipals(ctx *pulumi.Context, name string, args *PrincipalsArgs, opts 
 	} else {
 		// The static trust names the daemon user, which must exist first.
 		deps := append([]pulumi.Resource{c.DaemonUser}, args.TrustDependsOn...)
-		if c.DataRole, err = declareDataRole(ctx, name, c, n, pulumi.String(trust.JSON()), deps); err != nil {
+		if c.DataRole, err = declareDataRole(ctx, name, c, n, pulumi.String(trust.JSON()), deps, args.PermissionsBoundary); err != nil {
 			return nil, err
 		}
 		c.DataRoleArn = c.DataRole.Arn
 	}
 
 	if c.HostRole, err = iam.NewRole(ctx, name+"-host-role", &iam.RoleArgs{
-		Name:             pulumi.String(n.HostRole),
-		AssumeRolePolicy: pulumi.String(policy.HostRoleTrust().JSON()),
+		Name:                pulumi.String(n.HostRole),
+		AssumeRolePolicy:    pulumi.String(policy.HostRoleTrust().JSON()),
+		PermissionsBoundary: optString(args.PermissionsBoundary),
 	}, p); err != nil {
 		return nil, err
 	}

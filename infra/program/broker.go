@@ -5,6 +5,7 @@ import (
 
 	"github.com/agentkeys/agentkeys-infra/components"
 	"github.com/agentkeys/agentkeys-infra/infra/config"
+	"github.com/agentkeys/agentkeys-infra/policy"
 )
 
 // declareBroker declares one broker stack: the EIP decision is made from
@@ -32,6 +33,10 @@ func declareBroker(ctx *pulumi.Context, cfg *config.Config) (map[string]pulumi.I
 			b, err := HostSpec(cfg, ip).Encode()
 			return string(b), err
 		},
+	}
+	if !cfg.Stack.ProdPosture() {
+		// CI may create test principals only under the account stack's boundary.
+		args.PermissionsBoundary = policy.TestBoundaryARN(n.Fork.AccountID)
 	}
 	if cfg.SSHPrivateKey.Set() {
 		bin, hash, err := AgentBinary(ctx.RootDirectory())

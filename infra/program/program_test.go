@@ -281,3 +281,18 @@ func TestProdPostureProtectsData(t *testing.T) {
 		}
 	}
 }
+
+func TestTestStacksLiveUnderTheCIBoundary(t *testing.T) {
+	for stack, bounded := range map[string]bool{"prod": false, "base": false, "test": true, "test-2": true} {
+		p, _ := deploy(t, stack, true, nil)
+		for _, typ := range []string{"aws:iam/role:Role", "aws:iam/user:User"} {
+			for _, r := range p.Find(typ, "") {
+				if bounded {
+					assert.Equal(t, policy.TestBoundaryARN("123456789012"), r.Inputs["permissionsBoundary"], "%s %s", stack, r.Name)
+				} else {
+					assert.Nil(t, r.Inputs["permissionsBoundary"], "%s %s", stack, r.Name)
+				}
+			}
+		}
+	}
+}
