@@ -199,3 +199,31 @@ func TestUDPResolver(t *testing.T) {
 		t.Fatalf("bad resolver flag accepted: %v", err)
 	}
 }
+
+// BenchmarkVerifyHealthyStack times one full pass (9 DNS, 8 TLS, 8 healthz,
+// discovery, JWKS, IAM provider on moto_server) against the local stand-in.
+func BenchmarkVerifyHealthyStack(b *testing.B) {
+	s, _ := naming.ParseStack("test-2")
+	n := naming.Derive(s, naming.Fork{AccountID: mototest.Account, Zone: "example.test"})
+	st := stacktest.Start(b, n, stacktest.Faults{})
+	mototest.Start(b)
+	c := iam.NewFromConfig(mototest.Config(b))
+	if _, err := c.CreateOpenIDConnectProvider(context.Background(), &iam.CreateOpenIDConnectProviderInput{
+		Url: aws.String(n.Issuer), ClientIDList: []string{naming.OIDCAudience}, ThumbprintList: []string{strings.Repeat("a", 40)},
+	}); err != nil {
+		b.Fatal(err)
+	}
+	o := Options{
+		Names:    n,
+		Resolver: DoH{URL: stacktest.DoH(b, stacktest.Records(n, "203.0.113.7"))},
+		Connect:  map[string]string{"*": st.Addr},
+		RootCAs:  st.CAPool,
+		IAM:      c,
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if r := Run(context.Background(), o); !r.OK() {
+			b.Fatalf("not healthy: %+v", r.Checks)
+		}
+	}
+}
