@@ -74,7 +74,9 @@ func TestParseBadInputs(t *testing.T) {
 		{"chain contradicts base", "base", func(m map[string]string) { m["agentkeys:chain"] = "heima" }, []string{"stack base", "agentkeys:chain", "runs chain \"base\""}},
 		{"chain contradicts prod", "prod", func(m map[string]string) { m["agentkeys:chain"] = "base" }, []string{"agentkeys:chain"}},
 		{"bad contract address", "test-2", func(m map[string]string) { m["agentkeys:contracts"] = `{"REGISTRY":"0x123"}` }, []string{"agentkeys:contracts", "REGISTRY", "20-byte"}},
-		{"contract with chain suffix", "base", func(m map[string]string) { m["agentkeys:contracts"] = `{"REGISTRY_BASE":"0x1111111111111111111111111111111111111111"}` }, []string{"agentkeys:contracts", "chain suffix", "write REGISTRY"}},
+		{"contract with chain suffix", "base", func(m map[string]string) {
+			m["agentkeys:contracts"] = `{"REGISTRY_BASE":"0x1111111111111111111111111111111111111111"}`
+		}, []string{"agentkeys:contracts", "chain suffix", "write REGISTRY"}},
 		{"contract lower case", "base", func(m map[string]string) { m["agentkeys:contracts"] = `{"scope":""}` }, []string{"agentkeys:contracts", "upper case"}},
 		{"contracts not a map", "test-2", func(m map[string]string) { m["agentkeys:contracts"] = `["0x1"]` }, []string{"agentkeys:contracts", "map"}},
 		{"ssh key not a key", "test-2", func(m map[string]string) { m["agentkeys:sshPrivateKey"] = "hunter2" }, []string{"agentkeys:sshPrivateKey", "private key"}},

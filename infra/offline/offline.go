@@ -29,6 +29,9 @@ func Answers() map[string]plan.Answer {
 
 // Stack plans the stack whose file Pulumi.<stack>.yaml is in dir.
 func Stack(dir, stack string) (*plan.Plan, error) {
+	if stack == program.AccountStackName {
+		return account(dir)
+	}
 	if _, err := naming.ParseStack(stack); err != nil {
 		return nil, err
 	}
@@ -95,4 +98,33 @@ func Slot(dir, name string, template *config.Raw) (*plan.Plan, error) {
 	delete(vals, "agentkeys:eipAllocationId")
 	delete(vals, "agentkeys:eipAddress")
 	return Raw(name, &config.Raw{Values: vals, SecretKeys: template.SecretKeys})
+}
+
+// account plans the account stack: the credentials are assumed to belong to
+// the configured account and the KMS alias to exist (bootstrap-state.sh).
+func account(dir string) (*plan.Plan, error) {
+	raw, err := config.ReadStackFile(dir, program.AccountStackName)
+	if err != nil {
+		return nil, err
+	}
+	acct := raw.Values["agentkeys:accountId"]
+	region := raw.Values["aws:region"]
+	answers := Answers()
+	answers["aws:index/getCallerIdentity:getCallerIdentity"] = func(resource.PropertyMap) (resource.PropertyMap, error) {
+		return resource.NewPropertyMapFromMap(map[string]any{"accountId": acct, "arn": "arn:aws:iam::" + acct + ":user/agentkeys-admin", "id": acct, "userId": "offline"}), nil
+	}
+	answers["aws:kms/getAlias:getAlias"] = func(args resource.PropertyMap) (resource.PropertyMap, error) {
+		name := args["name"].StringValue()
+		return resource.NewPropertyMapFromMap(map[string]any{"name": name, "id": name,
+			"targetKeyArn": "arn:aws:kms:" + region + ":" + acct + ":key/offline-plan",
+			"arn":          "arn:aws:kms:" + region + ":" + acct + ":" + name}), nil
+	}
+	p, err := plan.Run(program.AccountStackName, program.Declare, plan.Options{
+		Config: raw.Values, SecretKeys: raw.SecretKeys, Answers: answers, Preview: true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.Notes = append(p.Notes, "offline: the AWS credentials are assumed to belong to account "+acct+" and the KMS alias to exist (scripts/bootstrap-state.sh)")
+	return p, nil
 }

@@ -88,7 +88,7 @@ func (p *Plan) Find(typ, name string) []*Resource {
 func (r *Resource) Raw() resource.PropertyMap { return r.raw }
 
 // physicalKeys are the input keys that carry a resource's physical name.
-var physicalKeys = []string{"bucket", "name", "emailIdentity", "url", "role", "instanceProfile"}
+var physicalKeys = []string{"bucket", "name", "ruleSetName", "emailIdentity", "url", "role", "instanceProfile"}
 
 // PhysicalName is the cloud-side name a resource declares, or "".
 func (r *Resource) PhysicalName() string {

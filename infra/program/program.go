@@ -24,6 +24,9 @@ func Run(ctx *pulumi.Context) error {
 // Declare declares the stack's resources and returns its outputs. The config
 // is validated before anything is declared.
 func Declare(ctx *pulumi.Context) (map[string]pulumi.Input, error) {
+	if ctx.Stack() == AccountStackName {
+		return accountProgram(ctx)
+	}
 	cfg, err := config.FromEnv(ctx.Stack())
 	if err != nil {
 		return nil, err

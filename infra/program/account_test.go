@@ -1,4 +1,4 @@
-package main
+package program
 
 import (
 	"encoding/json"
@@ -50,7 +50,7 @@ func runAccount(t *testing.T, raw map[string]string, callerAcct string, keyMissi
 	rec.Outputs["aws:iam/policy:Policy"] = func(r componenttest.Resource) resource.PropertyMap {
 		return resource.PropertyMap{"arn": resource.NewStringProperty("arn:aws:iam::" + componenttest.MockAccount + ":policy/" + r.Str("name"))}
 	}
-	return rec, rec.Run(accountProgram)
+	return rec, rec.Run(Run)
 }
 
 func TestAccountStackDeclaresSharedResources(t *testing.T) {

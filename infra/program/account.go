@@ -1,4 +1,4 @@
-package main
+package program
 
 import (
 	"encoding/json"
@@ -130,42 +130,42 @@ func stringList(raw map[string]string, key string) ([]string, error) {
 // accountProgram declares the account stack: the shared SES rule set and its
 // activation, the GitHub OIDC provider, the CI deploy role and the test
 // principals' permissions boundary.
-func accountProgram(ctx *pulumi.Context) error {
+func accountProgram(ctx *pulumi.Context) (map[string]pulumi.Input, error) {
 	raw := map[string]string{}
 	if s := os.Getenv("PULUMI_CONFIG"); s != "" {
 		if err := json.Unmarshal([]byte(s), &raw); err != nil {
-			return fmt.Errorf("PULUMI_CONFIG: %w", err)
+			return nil, fmt.Errorf("PULUMI_CONFIG: %w", err)
 		}
 	}
 	cfg, err := parseAccountConfig(raw)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	return declareAccount(ctx, cfg)
 }
 
-func declareAccount(ctx *pulumi.Context, cfg *accountConfig) error {
+func declareAccount(ctx *pulumi.Context, cfg *accountConfig) (map[string]pulumi.Input, error) {
 	acct := cfg.Fork.AccountID
 	who, err := aws.GetCallerIdentity(ctx, &aws.GetCallerIdentityArgs{})
 	if err != nil {
-		return fmt.Errorf("who am I: %v", err)
+		return nil, fmt.Errorf("who am I: %v", err)
 	}
 	if who.AccountId != acct {
-		return fmt.Errorf("config agentkeys:accountId is %s but the AWS credentials (%s) belong to account %s; switch profile (AWS_PROFILE) or fix the key", acct, who.Arn, who.AccountId)
+		return nil, fmt.Errorf("config agentkeys:accountId is %s but the AWS credentials (%s) belong to account %s; switch profile (AWS_PROFILE) or fix the key", acct, who.Arn, who.AccountId)
 	}
 	key, err := kms.LookupAlias(ctx, &kms.LookupAliasArgs{Name: policy.SecretsKeyAlias})
 	if err != nil || key.TargetKeyArn == "" {
-		return fmt.Errorf("KMS alias %s not found in %s (%v): run scripts/bootstrap-state.sh first; see docs/account.md", policy.SecretsKeyAlias, cfg.Fork.Region, err)
+		return nil, fmt.Errorf("KMS alias %s not found in %s (%v): run scripts/bootstrap-state.sh first; see docs/account.md", policy.SecretsKeyAlias, cfg.Fork.Region, err)
 	}
 	trust, err := policy.CITrust(acct, cfg.GitHubRepo, cfg.CIBranches, cfg.CIEnvironments)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ci, err := policy.CIDeployPolicies(cfg.Fork, policy.CIBackend{
 		StateBucket: policy.StateBucket(acct), SecretsKeyARN: key.TargetKeyArn,
 	}, cfg.MaxTestSlot)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var named []components.NamedPolicy
 	for _, p := range ci {
@@ -183,13 +183,14 @@ func declareAccount(ctx *pulumi.Context, cfg *accountConfig) error {
 		TestBoundaryPolicy: policy.TestBoundary(cfg.Fork).JSON(),
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	ctx.Export("ruleSetName", a.RuleSetName)
-	ctx.Export("githubProviderArn", a.GitHubProviderARN)
-	ctx.Export("ciRoleArn", a.CIRoleARN)
-	ctx.Export("testBoundaryArn", a.TestBoundaryARN)
-	ctx.Export("stateBackend", pulumi.String("s3://"+policy.StateBucket(acct)))
-	ctx.Export("secretsProvider", pulumi.String("awskms://"+policy.SecretsKeyAlias+"?region="+cfg.Fork.Region))
-	return nil
+	return map[string]pulumi.Input{
+		"ruleSetName":       a.RuleSetName,
+		"githubProviderArn": a.GitHubProviderARN,
+		"ciRoleArn":         a.CIRoleARN,
+		"testBoundaryArn":   a.TestBoundaryARN,
+		"stateBackend":      pulumi.String("s3://" + policy.StateBucket(acct)),
+		"secretsProvider":   pulumi.String("awskms://" + policy.SecretsKeyAlias + "?region=" + cfg.Fork.Region),
+	}, nil
 }
