@@ -2,17 +2,12 @@
 package scripts
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,56 +16,16 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/agentkeys/agentkeys-infra/internal/testkit/mototest"
 )
 
 const motoAccount = "123456789012"
 
-func require(t *testing.T, tool, install string) {
-	t.Helper()
-	if _, err := exec.LookPath(tool); err != nil {
-		if os.Getenv("AGENTKEYS_E2E") == "1" {
-			t.Fatalf("%s required (AGENTKEYS_E2E=1): install with %s", tool, install)
-		}
-		t.Skipf("%s not installed (%s); AGENTKEYS_E2E=1 makes this a failure", tool, install)
-	}
-}
-
 // startMoto runs moto_server on a free loopback port until the test ends.
 func startMoto(t *testing.T) string {
 	t.Helper()
-	require(t, "moto_server", "bash .ci/install.d/policy.sh")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command("moto_server", "-H", "127.0.0.1", "-p", fmt.Sprint(port))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-done })
-	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	for deadline := time.Now().Add(60 * time.Second); ; {
-		if resp, err := http.Get(url + "/moto-api/"); err == nil {
-			resp.Body.Close()
-			return url
-		}
-		select {
-		case <-done:
-			t.Fatalf("moto_server exited: %s", logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("moto_server not ready on %s", url)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	return mototest.StartPlain(t)
 }
 
 type env struct {
@@ -109,7 +64,7 @@ func (e env) bootstrap(t *testing.T, args ...string) string {
 }
 
 func TestBootstrapStateAgainstMoto(t *testing.T) {
-	require(t, "aws", "apt-get install awscli (or pip install awscli)")
+	mototest.Require(t, "aws", "apt-get install awscli (or pip install awscli)")
 	e := newEnv(t)
 	bucket := "agentkeys-pulumi-state-" + motoAccount
 
@@ -191,7 +146,7 @@ func TestBootstrapStateAgainstMoto(t *testing.T) {
 }
 
 func TestBootstrapStateRefusesBadInput(t *testing.T) {
-	require(t, "aws", "apt-get install awscli (or pip install awscli)")
+	mototest.Require(t, "aws", "apt-get install awscli (or pip install awscli)")
 	e := newEnv(t)
 	for _, c := range []struct {
 		args []string

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/agentkeys/agentkeys-infra/ops/testkit/mototest"
+	"github.com/agentkeys/agentkeys-infra/internal/testkit/mototest"
 )
 
 // The CLI maps findings to exit 1 and prints them; the finding logic itself

@@ -15,7 +15,7 @@ import (
 
 	"github.com/agentkeys/agentkeys-infra/naming"
 	"github.com/agentkeys/agentkeys-infra/ops/stackcfg"
-	"github.com/agentkeys/agentkeys-infra/ops/testkit/mototest"
+	"github.com/agentkeys/agentkeys-infra/internal/testkit/mototest"
 	"github.com/agentkeys/agentkeys-infra/ops/testkit/stacktest"
 )
 

@@ -14,7 +14,7 @@ import (
 
 	"github.com/agentkeys/agentkeys-infra/naming"
 	"github.com/agentkeys/agentkeys-infra/ops/awsx"
-	"github.com/agentkeys/agentkeys-infra/ops/testkit/mototest"
+	"github.com/agentkeys/agentkeys-infra/internal/testkit/mototest"
 	"github.com/agentkeys/agentkeys-infra/policy"
 )
 

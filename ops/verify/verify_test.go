@@ -12,7 +12,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/agentkeys/agentkeys-infra/naming"
-	"github.com/agentkeys/agentkeys-infra/ops/testkit/mototest"
+	"github.com/agentkeys/agentkeys-infra/internal/testkit/mototest"
 	"github.com/agentkeys/agentkeys-infra/ops/testkit/stacktest"
 )
 

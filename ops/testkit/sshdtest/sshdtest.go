@@ -19,7 +19,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/agentkeys/agentkeys-infra/ops/testkit/mototest"
+	"github.com/agentkeys/agentkeys-infra/internal/testkit/mototest"
 )
 
 // Server is a running sshd.

@@ -46,11 +46,23 @@ func FreePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// Start runs moto_server, sets AWS_ENDPOINT_URL and dummy credentials for the
-// test, and returns the endpoint URL. The server is killed on cleanup.
+// Start runs moto_server with the AWS-managed policies loaded (what audit
+// looks for), sets AWS_ENDPOINT_URL and dummy credentials for the test, and
+// returns the endpoint URL. The server is killed on cleanup.
 func Start(t testing.TB) string {
 	t.Helper()
-	bin := Require(t, "moto_server", "pip install 'moto[server]'")
+	return start(t, true)
+}
+
+// StartPlain is Start without the managed policies, which start much faster.
+func StartPlain(t testing.TB) string {
+	t.Helper()
+	return start(t, false)
+}
+
+func start(t testing.TB, managed bool) string {
+	t.Helper()
+	bin := Require(t, "moto_server", "bash .ci/install.d/policy.sh")
 	port := FreePort(t)
 	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", strconv.Itoa(port))
 	logf, err := os.Create(filepath.Join(t.TempDir(), "moto.log"))
@@ -58,8 +70,7 @@ func Start(t testing.TB) string {
 		t.Fatal(err)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// AWS-managed policies (AmazonS3FullAccess, AmazonSSMManagedInstanceCore) are what audit looks for.
-	cmd.Env = append(os.Environ(), "MOTO_IAM_LOAD_MANAGED_POLICIES=true")
+	cmd.Env = append(os.Environ(), "MOTO_IAM_LOAD_MANAGED_POLICIES="+strconv.FormatBool(managed))
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start moto_server: %v", err)
 	}
