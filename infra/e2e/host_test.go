@@ -238,3 +238,22 @@ func tail(s string, n int) string {
 	}
 	return s
 }
+
+func marshalAuthorized(k ssh.PublicKey) []byte { return ssh.MarshalAuthorizedKey(k) }
+
+// assertOwnerMode checks a file's owner and (unless mode < 0) permissions.
+func assertOwnerMode(t *testing.T, p string, uid int, mode int) {
+	t.Helper()
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Errorf("%s: %v", p, err)
+		return
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if int(st.Uid) != uid {
+		t.Errorf("%s: owner uid %d, want %d", p, st.Uid, uid)
+	}
+	if mode >= 0 && fi.Mode().Perm() != os.FileMode(mode) {
+		t.Errorf("%s: mode %v, want %v", p, fi.Mode().Perm(), os.FileMode(mode))
+	}
+}

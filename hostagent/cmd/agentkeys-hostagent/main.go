@@ -102,6 +102,8 @@ func isUsage(err error) bool {
 
 // setup loads the spec and builds the env and the runner.
 func setup(o *opts, dryRun, renew bool, progress io.Writer) (*agent.Env, *agent.Runner, error) {
+	rootFromEnv(o)
+	cargoOnPath()
 	sp, err := spec.Load(o.spec)
 	if err != nil {
 		return nil, nil, agent.BadInput(err)
@@ -190,6 +192,7 @@ func converge(ctx context.Context, o *opts, dryRun, renew bool, stdout, stderr i
 }
 
 func showStatus(ctx context.Context, o *opts, stdout, stderr io.Writer) error {
+	rootFromEnv(o)
 	root := o.root
 	if root != "" {
 		root, _ = filepath.Abs(root)
