@@ -31,7 +31,17 @@ const elsewhere = "198.51.100.7"
 
 const sshUser = "deployer"
 
-var cargoBin = "cargo"
+// nsTool finds name where the host namespace and sudo's secure_path see it
+// (not /usr/local/bin, which the namespace replaces), or in root's rustup dir.
+func nsTool(name string) string {
+	for _, d := range []string{"/usr/local/sbin", "/usr/sbin", "/usr/bin", "/sbin", "/bin", "/root/.cargo/bin"} {
+		p := filepath.Join(d, name)
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return ""
+}
 
 // requireTools skips (or, under AGENTKEYS_E2E=1, fails) when a real
 // component is missing.
@@ -44,17 +54,14 @@ func requireTools(t *testing.T) {
 	if _, err := os.Stat("/usr/sbin/sshd"); err != nil {
 		missing = append(missing, "/usr/sbin/sshd (openssh-server)")
 	}
+	// Looked up where the namespace sees them: /usr/local/bin is a test dir there.
 	for _, n := range []string{"sudo", "unshare", "ip", "mount", "git", "nginx"} {
-		if _, err := exec.LookPath(n); err != nil {
+		if nsTool(n) == "" {
 			missing = append(missing, n)
 		}
 	}
-	if p, err := exec.LookPath("cargo"); err == nil {
-		cargoBin = p
-	} else if _, err := os.Stat("/root/.cargo/bin/cargo"); err == nil {
-		cargoBin = "/root/.cargo/bin/cargo"
-	} else {
-		missing = append(missing, "cargo")
+	if nsTool("cargo") == "" {
+		missing = append(missing, "cargo (in a system bin directory or /root/.cargo/bin, where the agent finds it under sudo)")
 	}
 	if len(missing) == 0 {
 		if out, err := exec.Command("unshare", "--net", "--mount", "--propagation", "private", "true").CombinedOutput(); err != nil {
@@ -221,6 +228,28 @@ func TestDeclaredBringUpOverSSH(t *testing.T) {
 		assert.Equal(t, agent.OK, r.Status, "re-run: step %s %s %v", r.Step, r.Reason, r.Changes)
 	}
 	assert.Equal(t, agent.Counters{}, sum2.Counters, "re-run writes, restarts, reloads and orders nothing")
+
+	t.Run("sudo keeps the sandbox root only because the test sudoers says so", func(t *testing.T) {
+		probe := remoteStep{Name: "probe", Conn: steps[0].Conn,
+			Script: "printenv " + hostagentRootEnv + "; sudo -n printenv " + hostagentRootEnv + " || echo dropped"}
+		r := replay(t, f.h, []remoteStep{probe}, time.Minute)[0]
+		require.NoError(t, r.Err, r.Stderr)
+		assert.Equal(t, f.h.Root+"\n"+f.h.Root+"\n", r.Stdout)
+		sudoers := filepath.Join(f.h.Etc, "sudoers")
+		orig, err := os.ReadFile(sudoers)
+		require.NoError(t, err)
+		t.Cleanup(func() { os.WriteFile(sudoers, orig, 0o440) })
+		var kept []string
+		for _, l := range strings.Split(string(orig), "\n") {
+			if !strings.Contains(l, "env_keep") {
+				kept = append(kept, l)
+			}
+		}
+		require.NoError(t, os.WriteFile(sudoers, []byte(strings.Join(kept, "\n")), 0o440))
+		r = replay(t, f.h, []remoteStep{probe}, time.Minute)[0]
+		require.NoError(t, r.Err, r.Stderr)
+		assert.Equal(t, f.h.Root+"\ndropped\n", r.Stdout, "env_reset drops it without env_keep")
+	})
 
 	t.Run("a host key that does not match is refused", func(t *testing.T) {
 		other, otherPub := ed25519Key(t, "other")
