@@ -299,7 +299,9 @@ func TestCrossWiredStackIsRefusedOverSSH(t *testing.T) {
 	// the prod host keeps test-2's spec in /etc/agentkeys (see the report).
 	now, _ := os.ReadFile(filepath.Join(f.h.Etc, "agentkeys", "hostspec.json"))
 	if string(now) != string(prodSpec) {
-		t.Logf("note: /etc/agentkeys/hostspec.json now holds the refused stack's spec (installed by the declared script before the identity check)")
+		unit, _ := os.ReadFile(filepath.Join(f.h.Root, "etc/systemd/system/agentkeys-hostagent-renew.service"))
+		t.Logf("note: /etc/agentkeys/hostspec.json now holds the refused stack's spec (installed by the declared script before the identity check); the renew unit reads it: %v",
+			strings.Contains(string(unit), "/etc/agentkeys/hostspec.json"))
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -150,14 +149,29 @@ func bringUpSteps(t *testing.T, p *plan.Plan) []remoteStep {
 	if len(rs) == 0 {
 		t.Fatal("the program declares no remote resources (is agentkeys:sshPrivateKey set?)")
 	}
-	sort.SliceStable(rs, func(i, j int) bool { return p.DependsOn(rs[j].URN, rs[i].URN) && !p.DependsOn(rs[i].URN, rs[j].URN) })
-	for i := range rs {
-		for j := i + 1; j < len(rs); j++ {
-			if p.DependsOn(rs[i].URN, rs[j].URN) {
-				t.Fatalf("order: %s depends on %s but comes first", rs[i].Name, rs[j].Name)
+	// Topological order, ties in URN order: what the engine may run first.
+	var ordered []*plan.Resource
+	for len(rs) > 0 {
+		next := -1
+		for i, r := range rs {
+			ready := true
+			for j, o := range rs {
+				if i != j && p.DependsOn(r.URN, o.URN) {
+					ready = false
+				}
+			}
+			if ready {
+				next = i
+				break
 			}
 		}
+		if next < 0 {
+			t.Fatal("the remote resources depend on each other in a cycle")
+		}
+		ordered = append(ordered, rs[next])
+		rs = append(rs[:next:next], rs[next+1:]...)
 	}
+	rs = ordered
 	var out []remoteStep
 	for _, r := range rs {
 		raw := r.Raw()
