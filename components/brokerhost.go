@@ -62,13 +62,19 @@ func StageDir(user string) string {
 	return "/home/" + user + "/.agentkeys-deploy"
 }
 
-// ApplyScript is the exact command line the bring-up runs on the host.
+// ApplyScript is the exact command line the bring-up runs on the host. The
+// staged agent checks the host's identity against the staged spec first, so a
+// stack pointed at another stack's host fails before anything under /etc or
+// /usr/local changes.
 func ApplyScript(user string) string {
 	stage := StageDir(user)
+	agent, spec := path.Join(stage, "agentkeys-hostagent"), path.Join(stage, "hostspec.json")
 	return strings.Join([]string{
 		"set -eu",
-		fmt.Sprintf("sudo -n install -D -m 0755 -o root -g root %s %s", path.Join(stage, "agentkeys-hostagent"), AgentPath),
-		fmt.Sprintf("sudo -n install -D -m 0600 -o root -g root %s %s", path.Join(stage, "hostspec.json"), HostSpecPath),
+		"chmod 0755 " + agent,
+		fmt.Sprintf("sudo -n %s plan --spec %s --only identity >&2", agent, spec),
+		fmt.Sprintf("sudo -n install -D -m 0755 -o root -g root %s %s", agent, AgentPath),
+		fmt.Sprintf("sudo -n install -D -m 0600 -o root -g root %s %s", spec, HostSpecPath),
 		fmt.Sprintf("sudo -n %s apply --spec %s --json", AgentPath, HostSpecPath),
 	}, "\n")
 }
