@@ -22,8 +22,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
-	"github.com/agentkeys/agentkeys-infra/ops/sshx"
 	"github.com/agentkeys/agentkeys-infra/internal/testkit/mototest"
+	"github.com/agentkeys/agentkeys-infra/ops/sshx"
 	"github.com/agentkeys/agentkeys-infra/ops/testkit/sshdtest"
 )
 
