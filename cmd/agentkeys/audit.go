@@ -11,7 +11,6 @@ import (
 
 	"github.com/agentkeys/agentkeys-infra/ops/audit"
 	"github.com/agentkeys/agentkeys-infra/ops/awsx"
-	"github.com/agentkeys/agentkeys-infra/ops/stackcfg"
 	"github.com/agentkeys/agentkeys-infra/ops/table"
 )
 
@@ -25,12 +24,9 @@ func (a *app) auditCmd() *cobra.Command {
 		Short: "Report IAM, S3 and EC2 settings of a stack broader than the program declares (spec §7)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if stack == "" {
-				return fail(exitUsage, "--stack is required (prod, test, test-N, base)")
-			}
-			t, err := stackcfg.Load(a.projectDir, stack)
+			t, err := a.loadStack(stack)
 			if err != nil {
-				return fail(exitUsage, "%v", err)
+				return err
 			}
 			cfg, err := awsx.Load(cmd.Context(), t.Names.Region, profile)
 			if err != nil {

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"crypto/x509"
 	"fmt"
 	"io"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -30,23 +27,13 @@ func (a *app) fleetCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			o := fleet.Options{ProjectDir: a.projectDir, Connect: map[string]string{}, Engine: a.deps.engine(a.projectDir, io.Discard)}
-			for _, kv := range connect {
-				h, addr, ok := strings.Cut(kv, "=")
-				if !ok || h == "" || !strings.Contains(addr, ":") {
-					return fail(exitUsage, "--connect %q: want host=ip:port (host may be *)", kv)
-				}
-				o.Connect[h] = addr
+			o := fleet.Options{ProjectDir: a.projectDir, Engine: a.deps.engine(a.projectDir, io.Discard)}
+			var err error
+			if o.Connect, err = parseConnect(connect); err != nil {
+				return err
 			}
-			if caFile != "" {
-				pem, err := os.ReadFile(caFile)
-				if err != nil {
-					return fail(exitUsage, "--ca: %v", err)
-				}
-				o.RootCAs = x509.NewCertPool()
-				if !o.RootCAs.AppendCertsFromPEM(pem) {
-					return fail(exitUsage, "--ca %s: no PEM certificate in the file", caFile)
-				}
+			if o.RootCAs, err = loadCA(caFile); err != nil {
+				return err
 			}
 			if cfg, err := awsx.Load(ctx, region, ""); err == nil {
 				o.EC2 = ec2.NewFromConfig(cfg)

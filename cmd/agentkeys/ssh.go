@@ -12,7 +12,6 @@ import (
 
 	"github.com/agentkeys/agentkeys-infra/ops/awsx"
 	"github.com/agentkeys/agentkeys-infra/ops/sshx"
-	"github.com/agentkeys/agentkeys-infra/ops/stackcfg"
 )
 
 func (a *app) sshCmd() *cobra.Command {
@@ -31,9 +30,9 @@ func (a *app) sshCmd() *cobra.Command {
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			stack, remote := args[0], args[1:]
-			t, err := stackcfg.Load(a.projectDir, stack)
+			t, err := a.loadStack(stack)
 			if err != nil {
-				return fail(exitUsage, "%v", err)
+				return err
 			}
 			if fallback && keyFile == "" {
 				return fail(exitUsage, "--fallback needs --key FILE (the operator's .pem for the ubuntu user)")

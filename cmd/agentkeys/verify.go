@@ -1,18 +1,14 @@
 package main
 
 import (
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/spf13/cobra"
 
 	"github.com/agentkeys/agentkeys-infra/ops/awsx"
-	"github.com/agentkeys/agentkeys-infra/ops/stackcfg"
 	"github.com/agentkeys/agentkeys-infra/ops/table"
 	"github.com/agentkeys/agentkeys-infra/ops/verify"
 )
@@ -29,35 +25,20 @@ func (a *app) verifyCmd() *cobra.Command {
 		Short: "Check DNS, TLS, /healthz, OIDC discovery and the IAM OIDC provider of a deployed stack",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if stack == "" {
-				return fail(exitUsage, "--stack is required (prod, test, test-N, base)")
-			}
-			t, err := stackcfg.Load(a.projectDir, stack)
+			t, err := a.loadStack(stack)
 			if err != nil {
-				return fail(exitUsage, "%v", err)
+				return err
 			}
 			res, err := verify.ParseResolver(resolver, dohURL)
 			if err != nil {
 				return fail(exitUsage, "%v", err)
 			}
-			o := verify.Options{Names: t.Names, Resolver: res, Timeout: timeout, Connect: map[string]string{}}
-			for _, kv := range connect {
-				h, addr, ok := strings.Cut(kv, "=")
-				if !ok || h == "" || !strings.Contains(addr, ":") {
-					return fail(exitUsage, "--connect %q: want host=ip:port (host may be *)", kv)
-				}
-				o.Connect[h] = addr
+			o := verify.Options{Names: t.Names, Resolver: res, Timeout: timeout}
+			if o.Connect, err = parseConnect(connect); err != nil {
+				return err
 			}
-			if caFile != "" {
-				pem, err := os.ReadFile(caFile)
-				if err != nil {
-					return fail(exitUsage, "--ca: %v", err)
-				}
-				pool := x509.NewCertPool()
-				if !pool.AppendCertsFromPEM(pem) {
-					return fail(exitUsage, "--ca %s: no PEM certificate in the file", caFile)
-				}
-				o.RootCAs = pool
+			if o.RootCAs, err = loadCA(caFile); err != nil {
+				return err
 			}
 			ctx := cmd.Context()
 			cfg, err := awsx.Load(ctx, t.Names.Region, "")
