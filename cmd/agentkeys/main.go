@@ -61,7 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, d deps) i
 		def = "."
 	}
 	root.PersistentFlags().StringVar(&a.projectDir, "project-dir", def, "directory holding Pulumi.yaml and Pulumi.<stack>.yaml (env AGENTKEYS_PROJECT_DIR)")
-	root.AddCommand(a.verifyCmd(), a.auditCmd(), a.deployCmd(), a.sshCmd(), a.fleetCmd())
+	root.AddCommand(a.verifyCmd(), a.auditCmd(), a.deployCmd(), a.sshCmd(), a.fleetCmd(), a.attachProfileCmd())
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
