@@ -7,14 +7,16 @@ import (
 	"strings"
 
 	"github.com/pulumi/pulumi-command/sdk/go/command/remote"
+
+	"github.com/agentkeys/agentkeys-infra/hostagent/spec"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 )
 
 // Remote paths of the host bring-up. The SSH user stages files in its own
 // home; only `sudo -n install` moves them to root-owned places.
 const (
-	AgentPath    = "/usr/local/bin/agentkeys-hostagent"
-	HostSpecPath = "/etc/agentkeys/hostspec.json"
+	AgentPath    = spec.AgentPath
+	HostSpecPath = spec.DefaultPath
 )
 
 // HostBringUpArgs configures the host bring-up over SSH.
@@ -68,13 +70,13 @@ func StageDir(user string) string {
 // /usr/local changes.
 func ApplyScript(user string) string {
 	stage := StageDir(user)
-	agent, spec := path.Join(stage, "agentkeys-hostagent"), path.Join(stage, "hostspec.json")
+	agent, staged := path.Join(stage, "agentkeys-hostagent"), path.Join(stage, "hostspec.json")
 	return strings.Join([]string{
 		"set -eu",
 		"chmod 0755 " + agent,
-		fmt.Sprintf("sudo -n %s plan --spec %s --only identity >&2", agent, spec),
+		fmt.Sprintf("sudo -n %s plan --spec %s --only identity >&2", agent, staged),
 		fmt.Sprintf("sudo -n install -D -m 0755 -o root -g root %s %s", agent, AgentPath),
-		fmt.Sprintf("sudo -n install -D -m 0600 -o root -g root %s %s", spec, HostSpecPath),
+		fmt.Sprintf("sudo -n install -D -m 0600 -o root -g root %s %s", staged, HostSpecPath),
 		fmt.Sprintf("sudo -n %s apply --spec %s --json", AgentPath, HostSpecPath),
 	}, "\n")
 }

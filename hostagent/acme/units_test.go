@@ -19,7 +19,7 @@ func TestRenewUnitsVerifyAndScoreBelowFive(t *testing.T) {
 		t.Skip("systemd-analyze missing")
 	}
 	dir := t.TempDir()
-	units := RenewUnits("/bin/true", "/etc/agentkeys/host-spec.json", "/var/lib/agentkeys", "/var/www/certbot")
+	units := RenewUnits("/bin/true", "/etc/agentkeys/hostspec.json", "/var/lib/agentkeys", "/var/www/certbot")
 	for name, text := range units {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
 			t.Fatal(err)
@@ -28,7 +28,7 @@ func TestRenewUnitsVerifyAndScoreBelowFive(t *testing.T) {
 	if !strings.Contains(units[RenewTimer], "RandomizedDelaySec=") || !strings.Contains(units[RenewTimer], "OnCalendar=daily") {
 		t.Errorf("timer is not a daily randomized timer:\n%s", units[RenewTimer])
 	}
-	if !strings.Contains(units[RenewService], "ExecStart=/bin/true renew --spec /etc/agentkeys/host-spec.json") {
+	if !strings.Contains(units[RenewService], "ExecStart=/bin/true renew --spec /etc/agentkeys/hostspec.json") {
 		t.Errorf("service does not run renew with the spec:\n%s", units[RenewService])
 	}
 	out, err := exec.Command(sa, "verify", filepath.Join(dir, RenewTimer), filepath.Join(dir, RenewService)).CombinedOutput()

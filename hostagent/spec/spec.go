@@ -22,6 +22,13 @@ import (
 // Version is the schema version the agent understands.
 const Version = 1
 
+// Where the bring-up installs the agent and its spec on the broker host; the
+// agent's commands default to DefaultPath.
+const (
+	DefaultPath = "/etc/agentkeys/hostspec.json"
+	AgentPath   = "/usr/local/bin/agentkeys-hostagent"
+)
+
 // HostSpec is everything the host agent needs to converge one broker host.
 type HostSpec struct {
 	Version  int    `json:"version"`

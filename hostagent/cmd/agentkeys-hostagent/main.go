@@ -27,7 +27,7 @@ import (
 var version = "dev"
 
 // DefaultSpec is where the Pulumi program puts the host spec.
-const DefaultSpec = "/etc/agentkeys/host-spec.json"
+const DefaultSpec = spec.DefaultPath
 
 type opts struct {
 	spec string
