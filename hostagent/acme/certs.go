@@ -38,6 +38,11 @@ func readCert(fullchain, privkey, host string) (certInfo, error) {
 	return certInfo{NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter}, nil
 }
 
+// readCertDir is readCert on the files of a certificate directory.
+func readCertDir(dir, host string) (certInfo, error) {
+	return readCert(filepath.Join(dir, "fullchain.pem"), filepath.Join(dir, "privkey.pem"), host)
+}
+
 // meta records where a certificate came from: a certificate from another ACME
 // directory (staging, a test CA) is re-ordered when the directory changes.
 type meta struct {

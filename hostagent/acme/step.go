@@ -24,6 +24,7 @@ import (
 	legolog "github.com/go-acme/lego/v5/log"
 
 	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
+	"github.com/agentkeys/agentkeys-infra/hostagent/fsx"
 	"github.com/agentkeys/agentkeys-infra/hostagent/nginx"
 )
 
@@ -78,7 +79,16 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		mu.Unlock()
 	}
 	var toOrder []string
+	var recovered []string
 	for _, h := range hosts {
+		if !env.DryRun {
+			if r, err := recoverPair(env, h); err != nil {
+				return res, fmt.Errorf("recover the certificate of %s left by an interrupted run: %w", h, err)
+			} else if r {
+				recovered = append(recovered, h)
+				res.Changes = append(res.Changes, "recovered "+h+" certificate written by an interrupted run")
+			}
+		}
 		fc, pk := nginx.CertFiles(h)
 		cur, err := readCert(env.Path(fc), env.Path(pk), h)
 		have := err == nil
@@ -121,7 +131,7 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	// Report, in hostname order.
 	issued, valid, adopted := []string{}, []string{}, []string{}
 	skipped := map[string]string{}
-	changed := false
+	changed := len(recovered) > 0
 	for _, h := range hosts {
 		o := results[h]
 		switch o.kind {
@@ -200,26 +210,40 @@ func (s *Step) adopt(env *agent.Env, host, fullchain, privkey string) error {
 	return s.store(env, host, fc, pk, meta{Source: "certbot"})
 }
 
-// store writes one host's key, chain and meta (key first, 0600).
+// store replaces one host's key, chain and meta as a unit (fsx.ReplaceDir):
+// a crash leaves the previous pair or the new one at the paths nginx
+// serves, never a key of one with the chain of the other.
 func (s *Step) store(env *agent.Env, host string, fullchain, privkey []byte, m meta) error {
 	owner, err := env.Owner("", "")
 	if err != nil {
 		return err
 	}
-	fc, pk := nginx.CertFiles(host)
-	if _, err := env.EnsureDir(nil, path.Dir(fc), 0o700, owner); err != nil {
-		return err
-	}
-	if _, err := env.WriteFile(nil, pk, privkey, 0o600, owner); err != nil {
-		return err
-	}
-	if _, err := env.WriteFile(nil, fc, fullchain, 0o644, owner); err != nil {
-		return err
-	}
 	b, _ := json.Marshal(m)
-	b = append(b, '\n')
-	_, err = env.WriteFile(nil, metaFile(path.Dir(fc)), b, 0o644, owner)
-	return err
+	fc, pk := nginx.CertFiles(host)
+	// meta.json last: a staged set is complete, so recoverable, once it is there.
+	return env.ReplaceDir(nil, path.Dir(fc), []fsx.File{
+		{Name: path.Base(pk), Data: privkey, Mode: 0o600},
+		{Name: path.Base(fc), Data: fullchain, Mode: 0o644},
+		{Name: path.Base(metaFile(path.Dir(fc))), Data: append(b, '\n'), Mode: 0o644},
+	}, 0o700, owner)
+}
+
+// recoverPair finishes a certificate write a killed run left staged: the
+// staged pair replaces the current one when it is complete, valid for host
+// and outlives it. It reports whether the pair nginx serves changed.
+func recoverPair(env *agent.Env, host string) (bool, error) {
+	fc, _ := nginx.CertFiles(host)
+	return fsx.RecoverDir(env.Root, path.Dir(fc), func(cand, cur string) bool {
+		c, err := readCertDir(cand, host)
+		if err != nil || readMeta(metaFile(cand)).Source == "" {
+			return false
+		}
+		if cur == "" {
+			return true
+		}
+		old, err := readCertDir(cur, host)
+		return err != nil || c.NotAfter.After(old.NotAfter)
+	})
 }
 
 // order checks DNS and the self-probe, then orders, for each host, with at

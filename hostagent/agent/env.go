@@ -179,6 +179,25 @@ func (e *Env) CreateOnce(res *Result, path string, data []byte, mode fs.FileMode
 	return created, nil
 }
 
+// ReplaceDir replaces a directory's files as a unit (fsx.ReplaceDir),
+// counting each file written.
+func (e *Env) ReplaceDir(res *Result, dir string, files []fsx.File, mode fs.FileMode, o fsx.Owner) error {
+	if e.DryRun {
+		if res != nil {
+			res.Changes = append(res.Changes, "would replace "+dir)
+		}
+		return nil
+	}
+	if err := fsx.ReplaceDir(e.Root, dir, files, mode, o); err != nil {
+		return err
+	}
+	e.count(func(c *Counters) { c.FilesWritten += len(files) })
+	if res != nil {
+		res.Changes = append(res.Changes, "replaced "+dir)
+	}
+	return nil
+}
+
 // EnsureDir converges a directory's existence, mode and owner.
 func (e *Env) EnsureDir(res *Result, path string, mode fs.FileMode, o fsx.Owner) (bool, error) {
 	if e.DryRun {

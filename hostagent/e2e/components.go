@@ -157,6 +157,7 @@ type CA struct {
 	// Roots holds the root that signs issued certificates.
 	Roots    *x509.CertPool
 	mgmt     string // pebble management
+	dir      string // pebble's config, listener certificate and log
 	dnsMgmt  string // challtestsrv management
 	pebble   *Proc
 	challsrv *Proc
@@ -178,6 +179,7 @@ func StartCA(dir string, httpPort int) (*CA, error) {
 		mgmt:      fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		DNS:       fmt.Sprintf("127.0.0.1:%d", ports[2]),
 		dnsMgmt:   fmt.Sprintf("127.0.0.1:%d", ports[3]),
+		dir:       dir,
 	}
 	var err error
 	ca.challsrv, err = start(dir, "challtestsrv.log", nil, "pebble-challtestsrv",
