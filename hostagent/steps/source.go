@@ -40,6 +40,13 @@ func (Source) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	res := agent.Result{Step: "source"}
 	src := env.Spec.Source
 	dir := env.Path(src.Dir)
+	if !env.DryRun {
+		if from, err := finishAdoption(env, dir); err != nil {
+			return res, err
+		} else if from != "" {
+			res.Changes = append(res.Changes, fmt.Sprintf("removed %s, already copied to %s by an interrupted run", from, src.Dir))
+		}
+	}
 	if !isRepo(dir) {
 		if _, err := os.Stat(dir); err == nil {
 			if ents, _ := os.ReadDir(dir); len(ents) > 0 {
@@ -66,10 +73,15 @@ func (Source) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		}
 		os.Remove(dir) // an empty placeholder only
 		if from != "" {
-			if err := os.Rename(env.Path(from), dir); err != nil {
+			copied, err := adopt(env, from, dir)
+			if err != nil {
 				return res, fmt.Errorf("adopt %s into %s: %w", from, src.Dir, err)
 			}
-			res.Changes = append(res.Changes, fmt.Sprintf("adopted %s as %s", from, src.Dir))
+			how := ""
+			if copied {
+				how = " (copied across filesystems)"
+			}
+			res.Changes = append(res.Changes, fmt.Sprintf("adopted %s as %s%s", from, src.Dir, how))
 		} else {
 			// Clone beside the target and rename, so a crash never leaves a half clone at Dir.
 			tmp := dir + ".hostagent-clone"
