@@ -7,6 +7,7 @@ package acme
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -254,12 +255,22 @@ func (s *Step) order(ctx context.Context, env *agent.Env, res *agent.Result, hos
 	if err != nil {
 		return err
 	}
-	newClient := func() (*lego.Client, error) {
-		cfg := lego.NewConfig(u)
+	// acct guards the account URL: a re-registration replaces it while
+	// other workers order. Each client is built from a snapshot.
+	var acct sync.Mutex
+	current := func() *user {
+		acct.Lock()
+		defer acct.Unlock()
+		return &user{email: u.email, key: u.key, reg: u.reg}
+	}
+	newClient := func(cu *user) (*lego.Client, error) {
+		cfg := lego.NewConfig(cu)
 		cfg.CADirURL = sp.ACME.Directory
 		cfg.UserAgent = "agentkeys-hostagent"
 		if s.HTTPClient != nil {
-			cfg.HTTPClient = s.HTTPClient
+			// A copy per client: lego wraps the client's Transport in place.
+			hc := *s.HTTPClient
+			cfg.HTTPClient = &hc
 		}
 		c, err := lego.NewClient(cfg)
 		if err != nil {
@@ -270,6 +281,43 @@ func (s *Step) order(ctx context.Context, env *agent.Env, res *agent.Result, hos
 			return nil, err
 		}
 		return c, nil
+	}
+	// registerKey registers the account key (again) and persists its URL.
+	registerKey := func(r *agent.Result) (string, error) {
+		c, err := newClient(&user{email: u.email, key: u.key}) // no kid: newAccount is signed with the key itself
+		if err != nil {
+			return "", err
+		}
+		loc, err := register(ctx, c.Registration, u)
+		if err != nil {
+			return "", err
+		}
+		u.reg = &acme.ExtendedAccount{Location: loc}
+		accs[sp.ACME.Directory] = loc
+		return loc, saveAccounts(env, r, accs)
+	}
+	var notes []string
+	reRegistered := false
+	// reRegister runs when the CA answered accountDoesNotExist for stale:
+	// once per run, the same key is registered again (the key is what
+	// identifies this host to the CA; a new URL is all that is lost).
+	reRegister := func(stale string) error {
+		acct.Lock()
+		defer acct.Unlock()
+		if u.reg != nil && u.reg.Location != stale {
+			return nil // another worker already did
+		}
+		if reRegistered {
+			return fmt.Errorf("the CA does not know the account %s registered moments ago", stale)
+		}
+		reRegistered = true
+		loc, err := registerKey(nil) // not res: workers run concurrently
+		if err != nil {
+			return fmt.Errorf("re-registering the ACME account the CA forgot: %w", err)
+		}
+		env.Logf("certificates: the CA no longer knew account %s; re-registered the same key as %s", stale, loc)
+		notes = append(notes, fmt.Sprintf("re-registered the ACME account at %s with the same key (the CA no longer knew %s)", sp.ACME.Directory, stale))
+		return nil
 	}
 	probeBase := sp.ACME.ProbeBase
 	if probeBase == "" {
@@ -297,17 +345,7 @@ func (s *Step) order(ctx context.Context, env *agent.Env, res *agent.Result, hos
 		return nil
 	}
 	if u.reg == nil {
-		c, err := newClient()
-		if err != nil {
-			return err
-		}
-		loc, err := register(ctx, c.Registration, u)
-		if err != nil {
-			return err
-		}
-		u.reg = &acme.ExtendedAccount{Location: loc}
-		accs[sp.ACME.Directory] = loc
-		if err := saveAccounts(env, res, accs); err != nil {
+		if _, err := registerKey(res); err != nil {
 			return err
 		}
 	}
@@ -325,7 +363,8 @@ func (s *Step) order(ctx context.Context, env *agent.Env, res *agent.Result, hos
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := newClient()
+			cu := current()
+			c, err := newClient(cu)
 			if err != nil {
 				for h := range jobs {
 					set(h, outcome{kind: "skipped", reason: err.Error()})
@@ -333,7 +372,21 @@ func (s *Step) order(ctx context.Context, env *agent.Env, res *agent.Result, hos
 				return
 			}
 			for h := range jobs {
-				set(h, s.orderOne(ctx, env, c, h))
+				o, gone := s.orderOne(ctx, env, c, h)
+				if gone {
+					// The CA forgot the account: register again, retry once.
+					if err := reRegister(cu.reg.Location); err != nil {
+						set(h, outcome{kind: "skipped", reason: oneLine(err.Error())})
+						continue
+					}
+					cu = current()
+					if c, err = newClient(cu); err != nil {
+						set(h, outcome{kind: "skipped", reason: err.Error()})
+						continue
+					}
+					o, _ = s.orderOne(ctx, env, c, h)
+				}
+				set(h, o)
 			}
 		}()
 	}
@@ -342,10 +395,13 @@ func (s *Step) order(ctx context.Context, env *agent.Env, res *agent.Result, hos
 	}
 	close(jobs)
 	wg.Wait()
+	res.Changes = append(res.Changes, notes...)
 	return nil
 }
 
-func (s *Step) orderOne(ctx context.Context, env *agent.Env, c *lego.Client, h string) outcome {
+// orderOne orders and stores h's certificate; gone reports that the CA no
+// longer knows the account the client signs with.
+func (s *Step) orderOne(ctx context.Context, env *agent.Env, c *lego.Client, h string) (o outcome, gone bool) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	env.CountACMEOrder()
@@ -356,12 +412,23 @@ func (s *Step) orderOne(ctx context.Context, env *agent.Env, c *lego.Client, h s
 		KeyType: certcrypto.EC256,
 	})
 	if err != nil {
-		return outcome{kind: "skipped", reason: "ACME order failed: " + oneLine(err.Error())}
+		return outcome{kind: "skipped", reason: "ACME order failed: " + oneLine(err.Error())}, accountGone(err)
 	}
 	if err := s.store(env, h, r.Certificate, r.PrivateKey, meta{Source: "acme", Directory: env.Spec.ACME.Directory}); err != nil {
-		return outcome{kind: "skipped", reason: "storing the issued certificate failed: " + err.Error()}
+		return outcome{kind: "skipped", reason: "storing the issued certificate failed: " + err.Error()}, false
 	}
-	return outcome{kind: "issued"}
+	return outcome{kind: "issued"}, false
+}
+
+// accountGone recognises the CA's accountDoesNotExist problem (RFC 8555
+// 6.7), which it returns for a request signed with an account URL it does
+// not know: a CA reset, a test CA restarted, an account purged.
+func accountGone(err error) bool {
+	var pd *acme.ProblemDetails
+	if errors.As(err, &pd) && pd.Type == acme.AccountDoesNotExistErrorType {
+		return true
+	}
+	return strings.Contains(err.Error(), acme.AccountDoesNotExistErrorType)
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

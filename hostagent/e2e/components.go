@@ -158,6 +158,7 @@ type CA struct {
 	Roots    *x509.CertPool
 	mgmt     string // pebble management
 	dir      string // pebble's config, listener certificate and log
+	restarts int
 	dnsMgmt  string // challtestsrv management
 	pebble   *Proc
 	challsrv *Proc
@@ -216,19 +217,8 @@ func StartCA(dir string, httpPort int) (*CA, error) {
 		}},
 	}}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
-	cfgFile := filepath.Join(dir, "pebble-config.json")
+	cfgFile := filepath.Join(dir, "pebble-config.json") // startPebble reads it
 	if err := os.WriteFile(cfgFile, b, 0o644); err != nil {
-		ca.Close()
-		return nil, err
-	}
-	ca.pebble, err = start(dir, "pebble.log",
-		[]string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"},
-		"pebble", "-config", cfgFile, "-dnsserver", ca.DNS)
-	if err != nil {
-		ca.Close()
-		return nil, err
-	}
-	if err := waitTCP(ca.mgmt, ca.pebble); err != nil {
 		ca.Close()
 		return nil, err
 	}
@@ -237,20 +227,46 @@ func StartCA(dir string, httpPort int) (*CA, error) {
 	ca.Client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool},
 	}}
-	// The issuing root changes at every start: fetch it.
-	resp, err := ca.Client.Get("https://" + ca.mgmt + "/roots/0")
-	if err != nil {
+	if err := ca.startPebble("pebble.log"); err != nil {
 		ca.Close()
 		return nil, err
+	}
+	return ca, nil
+}
+
+// startPebble starts pebble with the config under ca.dir and fetches its
+// issuing root, which changes at every start.
+func (ca *CA) startPebble(logName string) error {
+	var err error
+	ca.pebble, err = start(ca.dir, logName,
+		[]string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"},
+		"pebble", "-config", filepath.Join(ca.dir, "pebble-config.json"), "-dnsserver", ca.DNS)
+	if err != nil {
+		return err
+	}
+	if err := waitTCP(ca.mgmt, ca.pebble); err != nil {
+		return err
+	}
+	resp, err := ca.Client.Get("https://" + ca.mgmt + "/roots/0")
+	if err != nil {
+		return err
 	}
 	root, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	ca.Roots = x509.NewCertPool()
 	if !ca.Roots.AppendCertsFromPEM(root) {
-		ca.Close()
-		return nil, fmt.Errorf("pebble /roots/0 returned no PEM certificate: %q", root)
+		return fmt.Errorf("pebble /roots/0 returned no PEM certificate: %q", root)
 	}
-	return ca, nil
+	return nil
+}
+
+// RestartPebble stops pebble and starts a new process with the same config:
+// pebble keeps no state, so the CA forgets every account, as a real CA that
+// lost (or was reset under) an account would.
+func (ca *CA) RestartPebble() error {
+	ca.pebble.Stop()
+	ca.restarts++
+	return ca.startPebble(fmt.Sprintf("pebble-%d.log", ca.restarts))
 }
 
 // PointElsewhere makes host's A record ip (a host that is not this one).
