@@ -81,6 +81,7 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	}
 	var toOrder []string
 	var recovered []string
+	fromCertbot := false // a certificate adopted from certbot is in use
 	for _, h := range hosts {
 		if !env.DryRun {
 			if r, err := recoverPair(env, h); err != nil {
@@ -94,6 +95,9 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		cur, err := readCert(env.Path(fc), env.Path(pk), h)
 		have := err == nil
 		m := readMeta(env.Path(metaFile(path.Dir(fc))))
+		if have && m.Source == "certbot" {
+			fromCertbot = true
+		}
 		if have && !cur.due(now()) && (m.Source == "certbot" || m.Directory == sp.ACME.Directory) {
 			set(h, outcome{kind: "valid", reason: describe(cur)})
 			continue
@@ -108,6 +112,7 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 				if err := s.adopt(env, h, cf, ck); err != nil {
 					return res, err
 				}
+				fromCertbot = true
 				set(h, outcome{kind: "adopted", reason: "certbot certificate " + describe(ci)})
 				continue
 			}
@@ -129,10 +134,18 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		}
 	}
 
+	timer, err := s.disableCertbotTimer(ctx, env, fromCertbot)
+	if err != nil {
+		return res, err
+	}
+
 	// Report, in hostname order.
 	issued, valid, adopted := []string{}, []string{}, []string{}
 	skipped := map[string]string{}
-	changed := len(recovered) > 0
+	changed := len(recovered) > 0 || timer != ""
+	if timer != "" {
+		res.Changes = append(res.Changes, timer)
+	}
 	for _, h := range hosts {
 		o := results[h]
 		switch o.kind {
@@ -193,6 +206,35 @@ func verb(env *agent.Env, v string) string {
 		return "would be " + v
 	}
 	return v
+}
+
+// disableCertbotTimer disables and stops the certbot package's renewal
+// timer once certificates adopted from certbot are in use: certbot would
+// keep renewing its own copies, spending the CA's rate limits and racing
+// the agent on the webroot. A timer that is absent, disabled and stopped
+// is left alone, so this happens once. It returns the change line.
+func (s *Step) disableCertbotTimer(ctx context.Context, env *agent.Env, fromCertbot bool) (string, error) {
+	if !fromCertbot {
+		return "", nil
+	}
+	on, err := env.Sys.IsEnabled(ctx, CertbotTimer)
+	if err != nil {
+		return "", err
+	}
+	active, err := env.Sys.IsActive(ctx, CertbotTimer)
+	if err != nil {
+		return "", err
+	}
+	if !on && !active {
+		return "", nil
+	}
+	if env.DryRun {
+		return "would disable and stop " + CertbotTimer + " (the agent renews the adopted certificates)", nil
+	}
+	if err := env.Sys.Systemctl(ctx, "disable", "--now", CertbotTimer); err != nil {
+		return "", fmt.Errorf("certbot's certificates are adopted, but disabling its renewal timer failed (run systemctl disable --now %s): %w", CertbotTimer, err)
+	}
+	return "disabled and stopped " + CertbotTimer + " (the agent renews the adopted certificates)", nil
 }
 
 // adopt copies an adopted host's certbot certificate into the agent's layout.

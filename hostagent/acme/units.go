@@ -8,6 +8,10 @@ import (
 	"github.com/agentkeys/agentkeys-infra/hostagent/nginx"
 )
 
+// CertbotTimer is the distro certbot package's renewal timer, disabled once
+// the agent has adopted certbot's certificates (two renewers would fight).
+const CertbotTimer = "certbot.timer"
+
 // Renew unit names; the units step installs and enables the timer.
 const (
 	RenewService = "agentkeys-hostagent-renew.service"

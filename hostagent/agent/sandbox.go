@@ -91,6 +91,26 @@ func (s *Sandbox) Run(ctx context.Context, dir string, env []string, name string
 
 func (s *Sandbox) Systemctl(ctx context.Context, verb string, units ...string) error {
 	s.record("systemctl", append([]string{verb}, units...)...)
+	// --now: enable also starts, disable also stops, as systemctl does.
+	now, names := false, units[:0:0]
+	for _, u := range units {
+		if u == "--now" && (verb == "enable" || verb == "disable") {
+			now = true
+			continue
+		}
+		names = append(names, u)
+	}
+	if now {
+		then := map[string]string{"enable": "start", "disable": "stop"}[verb]
+		if err := s.systemctl(ctx, verb, names); err != nil {
+			return err
+		}
+		return s.systemctl(ctx, then, names)
+	}
+	return s.systemctl(ctx, verb, names)
+}
+
+func (s *Sandbox) systemctl(ctx context.Context, verb string, units []string) error {
 	for _, u := range units {
 		var err error
 		switch verb {
