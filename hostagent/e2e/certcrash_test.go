@@ -119,7 +119,9 @@ func TestCertWriteKilledAtEveryPoint(t *testing.T) {
 		}
 		return
 	}
-	r := newRig(t, []string{"broker"})
+	// Valid authorizations are reused: every kill is about the write, not the
+	// validation, and a run takes a fraction of a second instead of seconds.
+	r := newRigCA(t, []string{"PEBBLE_AUTHZREUSE=100"}, []string{"broker"})
 	host := Hostnames()["broker"]
 	specFile := filepath.Join(t.TempDir(), "hostspec.json")
 	b, err := r.spec.Encode()

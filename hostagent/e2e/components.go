@@ -159,14 +159,16 @@ type CA struct {
 	mgmt     string // pebble management
 	dir      string // pebble's config, listener certificate and log
 	restarts int
-	dnsMgmt  string // challtestsrv management
+	env      []string // extra pebble environment
+	dnsMgmt  string   // challtestsrv management
 	pebble   *Proc
 	challsrv *Proc
 }
 
 // StartCA starts challtestsrv (DNS answering 127.0.0.1 for every name, no
-// AAAA) and pebble validating HTTP-01 on httpPort, under dir.
-func StartCA(dir string, httpPort int) (*CA, error) {
+// AAAA) and pebble validating HTTP-01 on httpPort, under dir. env adds
+// pebble settings (PEBBLE_AUTHZREUSE=100 for tests about many orders).
+func StartCA(dir string, httpPort int, env ...string) (*CA, error) {
 	ports := make([]int, 5)
 	for i := range ports {
 		p, err := FreePort()
@@ -181,6 +183,7 @@ func StartCA(dir string, httpPort int) (*CA, error) {
 		DNS:       fmt.Sprintf("127.0.0.1:%d", ports[2]),
 		dnsMgmt:   fmt.Sprintf("127.0.0.1:%d", ports[3]),
 		dir:       dir,
+		env:       env,
 	}
 	var err error
 	ca.challsrv, err = start(dir, "challtestsrv.log", nil, "pebble-challtestsrv",
@@ -239,7 +242,7 @@ func StartCA(dir string, httpPort int) (*CA, error) {
 func (ca *CA) startPebble(logName string) error {
 	var err error
 	ca.pebble, err = start(ca.dir, logName,
-		[]string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"},
+		append([]string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"}, ca.env...),
 		"pebble", "-config", filepath.Join(ca.dir, "pebble-config.json"), "-dnsserver", ca.DNS)
 	if err != nil {
 		return err

@@ -40,6 +40,12 @@ type rig struct {
 
 func newRig(t testing.TB, services []string, internal ...string) *rig {
 	t.Helper()
+	return newRigCA(t, nil, services, internal...)
+}
+
+// newRigCA is newRig with extra pebble environment.
+func newRigCA(t testing.TB, caEnv []string, services []string, internal ...string) *rig {
+	t.Helper()
 	requireTools(t)
 	r := &rig{root: t.TempDir()}
 	var err error
@@ -57,7 +63,7 @@ func newRig(t testing.TB, services []string, internal ...string) *rig {
 	}
 	t.Cleanup(r.nginx.Stop)
 	caDir := t.TempDir()
-	if r.ca, err = StartCA(caDir, r.httpPort); err != nil {
+	if r.ca, err = StartCA(caDir, r.httpPort, caEnv...); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.ca.Close)
