@@ -4,7 +4,7 @@ STACK ?= test-2
 FORMAT ?= text
 GO ?= go
 
-.PHONY: plan check-isolation test test-unit test-e2e lint fmt bench tidy
+.PHONY: plan check-isolation test test-unit test-e2e lint fmt deps
 
 ## plan: offline plan of one stack under the mock engine (STACK=test-2 FORMAT=text|json)
 plan:
@@ -15,7 +15,11 @@ check-isolation:
 	@$(GO) run ./infra/cmd/check-isolation --timing
 
 ## test: the full suite (unit, mock-engine, real-component tests); what CI runs
-test: lint test-unit check-isolation test-e2e
+test: deps lint test-unit check-isolation test-e2e
+
+## deps: install what the real-component tests need (idempotent; apt-get needs root when something is missing)
+deps:
+	@for f in .ci/install.d/*.sh; do bash "$$f" || { echo "deps: $$f failed" >&2; exit 1; }; done
 
 ## test-unit: every package's tests but the real-component e2e packages
 test-unit:
