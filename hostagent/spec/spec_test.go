@@ -46,7 +46,9 @@ func TestValidateRejects(t *testing.T) {
 		{"another stack's issuer", func(m map[string]any) { m["issuer"] = "https://broker.example.org" }, "issuer of stack prod"},
 		{"issuer with a path", func(m map[string]any) { m["issuer"] = "https://broker-test-2.example.org/x" }, "field issuer"},
 		{"chain of another stack", func(m map[string]any) { m["chain"] = "base" }, "field chain"},
-		{"port clash", func(m map[string]any) { services(m)[1].(map[string]any)["port"] = services(m)[0].(map[string]any)["port"] }, "clashes with"},
+		{"port clash", func(m map[string]any) {
+			services(m)[1].(map[string]any)["port"] = services(m)[0].(map[string]any)["port"]
+		}, "clashes with"},
 		{"port clash with nginx", func(m map[string]any) { services(m)[2].(map[string]any)["port"] = 443 }, "clashes with nginx.httpsPort"},
 		{"hostname outside the zone", func(m map[string]any) { services(m)[1].(map[string]any)["hostname"] = "signer.example.net" }, "outside zone example.org"},
 		{"duplicate hostname", func(m map[string]any) {
