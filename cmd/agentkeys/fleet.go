@@ -20,6 +20,7 @@ func (a *app) fleetCmd() *cobra.Command {
 		region  string
 		caFile  string
 		connect []string
+		stacks  []string
 	)
 	c := &cobra.Command{
 		Use:   "fleet [--watch DURATION]",
@@ -27,7 +28,7 @@ func (a *app) fleetCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			o := fleet.Options{ProjectDir: a.projectDir, Engine: a.deps.engine(a.projectDir, io.Discard)}
+			o := fleet.Options{ProjectDir: a.projectDir, Engine: a.deps.engine(a.projectDir, io.Discard), Stacks: stacks}
 			var err error
 			if o.Connect, err = parseConnect(connect); err != nil {
 				return err
@@ -66,6 +67,7 @@ func (a *app) fleetCmd() *cobra.Command {
 		},
 	}
 	f := c.Flags()
+	f.StringSliceVar(&stacks, "stack", nil, "only these stacks (comma-separated; default every Pulumi.<stack>.yaml)")
 	f.DurationVar(&watch, "watch", 0, "refresh the table at this interval until interrupted")
 	f.IntVar(&count, "count", 0, "with --watch: stop after this many tables (0 = until interrupted)")
 	f.StringVar(&region, "region", "us-east-1", "region of the fleet's EIPs (AWS_REGION wins)")

@@ -66,6 +66,16 @@ func TestFleetTable(t *testing.T) {
 		t.Errorf("prod row: %q", l)
 	}
 
+	// --stack narrows the table; an unknown stack is bad input.
+	code, out, errs = runCLI(t, d, "fleet", "--project-dir", dir, "--ca", healthy.CAFile,
+		"--connect", n2.BrokerHost+"="+healthy.Addr, "--stack", "test-2")
+	if code != 0 || !strings.Contains(out, "test-2") || strings.Contains(out, "test-3") || strings.Contains(out, "prod") {
+		t.Fatalf("--stack test-2: exit %d\n%s%s", code, out, errs)
+	}
+	if code, _, errs := runCLI(t, d, "fleet", "--project-dir", dir, "--stack", "test-9"); code != exitUsage || !strings.Contains(errs, "Pulumi.test-9.yaml") {
+		t.Fatalf("--stack test-9: %d %s", code, errs)
+	}
+
 	empty := t.TempDir()
 	if code, _, errs := runCLI(t, d, "fleet", "--project-dir", empty); code != exitUsage || !strings.Contains(errs, "no Pulumi.<stack>.yaml") {
 		t.Fatalf("empty project: %d %s", code, errs)

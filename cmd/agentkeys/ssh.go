@@ -21,15 +21,18 @@ func (a *app) sshCmd() *cobra.Command {
 		user, host       string
 		port             int
 		opts             []string
+		stackFlag        string
 	)
 	c := &cobra.Command{
-		Use:   "ssh <stack> [-- command...]",
+		Use:   "ssh <stack>|--stack X [-- command...]",
 		Short: "Open a shell on the stack's broker via EC2 Instance Connect (or --fallback: .pem key as ubuntu)",
 		Long: "Pushes a one-time ed25519 key with the stack's SSH-user credentials (AWS profile agentkeys-broker<sfx>)\n" +
 			"and runs ssh agentkey@<EIP>. --fallback skips the push and uses --key as ubuntu.",
-		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			stack, remote := args[0], args[1:]
+			stack, remote := stackFlag, args
+			if stack == "" && len(args) > 0 {
+				stack, remote = args[0], args[1:]
+			}
 			t, err := a.loadStack(stack)
 			if err != nil {
 				return err
@@ -93,6 +96,7 @@ func (a *app) sshCmd() *cobra.Command {
 		},
 	}
 	f := c.Flags()
+	f.StringVar(&stackFlag, "stack", "", "stack name (or give it as the first argument)")
 	f.BoolVar(&fallback, "fallback", false, "skip Instance Connect: use --key as ubuntu")
 	f.StringVar(&keyFile, "key", "", "private key file (--fallback: the .pem; otherwise push this key's public half instead of a one-time key)")
 	f.StringVar(&profile, "profile", "", "AWS profile for the push (default agentkeys-broker<sfx>)")

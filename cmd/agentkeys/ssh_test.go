@@ -115,8 +115,9 @@ func TestSSHThroughInstanceConnectAndFallback(t *testing.T) {
 	if len(p) != 1 || p[0].InstanceId != id || p[0].InstanceOSUser != me.Username || p[0].AccessKey != "AKIASSHUSERTEST2" || !strings.HasPrefix(p[0].SSHPublicKey, "ssh-ed25519 ") {
 		t.Fatalf("pushes %+v", p)
 	}
-	// One-time: the next session pushes a different key.
-	if code, _, errs := runCLI(t, d, append(base, "--", "true")...); code != 0 {
+	// One-time: the next session pushes a different key; --stack names the stack too.
+	flagged := append([]string{"ssh", "--stack", "test-2"}, base[2:]...)
+	if code, _, errs := runCLI(t, d, append(flagged, "--", "true")...); code != 0 {
 		t.Fatalf("second session: %d %s", code, errs)
 	}
 	if p := pushes(); len(p) != 2 || p[1].SSHPublicKey == p[0].SSHPublicKey {

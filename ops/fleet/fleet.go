@@ -40,6 +40,7 @@ type Options struct {
 	Connect    map[string]string
 	RootCAs    *x509.CertPool
 	Timeout    time.Duration // per health probe; 0 means 3s
+	Stacks     []string      // only these stacks (default: every stack file)
 }
 
 // Collect builds the table, stacks in name order.
@@ -47,6 +48,18 @@ func Collect(ctx context.Context, o Options) ([]Row, error) {
 	names, err := stackcfg.Stacks(o.ProjectDir)
 	if err != nil {
 		return nil, err
+	}
+	if len(o.Stacks) > 0 {
+		have := map[string]bool{}
+		for _, n := range names {
+			have[n] = true
+		}
+		for _, s := range o.Stacks {
+			if !have[s] {
+				return nil, fmt.Errorf("--stack %s: no Pulumi.%s.yaml in %s", s, s, o.ProjectDir)
+			}
+		}
+		names = o.Stacks
 	}
 	if len(names) == 0 {
 		return nil, fmt.Errorf("no Pulumi.<stack>.yaml in %s: pass --project-dir", o.ProjectDir)
