@@ -63,18 +63,22 @@ type vhostData struct {
 	HTTPSSufix string // ":<port>" in redirects when not 443
 }
 
+// acmeLocation serves HTTP-01 tokens in both phases; ^~ keeps regex
+// locations from taking the path over.
+const acmeLocation = `    location ^~ /.well-known/acme-challenge/ {
+        root {{.Webroot}};
+        default_type text/plain;
+        try_files $uri =404;
+    }
+`
+
 var tmplA = template.Must(template.New("A").Parse(`# Managed by agentkeys-hostagent; edits are overwritten.
 # Phase A: no certificate yet for {{.Host}}; serve only the ACME challenge.
 server {
     listen {{.Listen}}{{.HTTPPort}};
     server_name {{.Host}};
 
-    location ^~ /.well-known/acme-challenge/ {
-        root {{.Webroot}};
-        default_type text/plain;
-        try_files $uri =404;
-    }
-
+` + acmeLocation + `
     location / {
         default_type text/plain;
         return 503 "TLS cert not yet issued\n";
@@ -88,12 +92,7 @@ server {
     listen {{.Listen}}{{.HTTPPort}};
     server_name {{.Host}};
 
-    location ^~ /.well-known/acme-challenge/ {
-        root {{.Webroot}};
-        default_type text/plain;
-        try_files $uri =404;
-    }
-
+` + acmeLocation + `
     location / {
         return 301 https://$host{{.HTTPSSufix}}$request_uri;
     }
