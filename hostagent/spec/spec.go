@@ -199,7 +199,7 @@ func (s *HostSpec) Validate() error {
 	if ip := net.ParseIP(s.PublicIP); ip == nil || ip.To4() == nil {
 		return fail("publicIp", "%q is not an IPv4 address", s.PublicIP)
 	}
-	if !regexp.MustCompile(`^\d{12}$`).MatchString(s.Account) {
+	if !naming.IsAccountID(s.Account) {
 		return fail("account", "%q must be 12 digits", s.Account)
 	}
 	if s.Source.Repo == "" || s.Source.Ref == "" || !strings.HasPrefix(s.Source.Dir, "/") {

@@ -85,17 +85,23 @@ type key struct {
 }
 
 var (
-	accountRe  = regexp.MustCompile(`^\d{12}$`)
-	zoneRe     = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$`)
 	zoneIDRe   = regexp.MustCompile(`^Z[0-9A-Z]{5,31}$`)
 	instanceRe = regexp.MustCompile(`^i-([0-9a-f]{8}|[0-9a-f]{17})$`)
 	allocRe    = regexp.MustCompile(`^eipalloc-([0-9a-f]{8}|[0-9a-f]{17})$`)
 	userRe     = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
 	addrRe     = regexp.MustCompile(`^0x[0-9a-fA-F]{40}$`)
 	contractRe = regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`)
-	regionRe   = regexp.MustCompile(`^[a-z]{2}(-gov)?-[a-z]+-\d$`)
 	refRe      = regexp.MustCompile(`^[A-Za-z0-9._/-]+$`)
 )
+
+func check(ok func(string) bool, what string) func(string) error {
+	return func(v string) error {
+		if !ok(v) {
+			return fmt.Errorf("%q is not %s", v, what)
+		}
+		return nil
+	}
+}
 
 func match(re *regexp.Regexp, what string) func(string) error {
 	return func(v string) error {
@@ -109,11 +115,11 @@ func match(re *regexp.Regexp, what string) func(string) error {
 var keys = []key{
 	{"accountId", true, "123456789012", func(c *Config, v string) error {
 		c.Fork.AccountID = v
-		return match(accountRe, "a 12-digit AWS account id")(v)
+		return check(naming.IsAccountID, "a 12-digit AWS account id")(v)
 	}},
 	{"zone", true, "example.org", func(c *Config, v string) error {
 		c.Fork.Zone = v
-		return match(zoneRe, "a lowercase DNS zone without a trailing dot")(v)
+		return check(naming.IsZone, "a lowercase DNS zone without a trailing dot")(v)
 	}},
 	{"parentZoneId", true, "Z09723983CFJOHAE3VC65", func(c *Config, v string) error {
 		c.Fork.ParentZoneID = v
@@ -288,13 +294,13 @@ func Parse(stackName string, raw map[string]string) (*Config, error) {
 	c.Fork.Region = DefaultRegion
 	if r, ok := raw["aws:region"]; ok {
 		c.Fork.Region = r
-		if !regionRe.MatchString(r) {
+		if !naming.IsRegion(r) {
 			errs = append(errs, fmt.Sprintf("stack %s: config key aws:region %q is not an AWS region (example: us-east-1)", stackName, r))
 		}
 	}
-	if c.Fork.Zone != "" && zoneRe.MatchString(c.Fork.Zone) {
+	if c.Fork.Zone != "" && naming.IsZone(c.Fork.Zone) {
 		for _, o := range []struct{ k, v, ex string }{{"brokerHost", c.Fork.BrokerHost, "broker.example.org"}, {"mailDomain", c.Fork.MailDomain, "bots.example.org"}} {
-			if o.v != "" && (!strings.HasSuffix(o.v, "."+c.Fork.Zone) || !zoneRe.MatchString(o.v)) {
+			if o.v != "" && (!strings.HasSuffix(o.v, "."+c.Fork.Zone) || !naming.IsZone(o.v)) {
 				bad(o.k, strings.Replace(o.ex, "example.org", c.Fork.Zone, 1), fmt.Errorf("%q must be a hostname inside zone %s", o.v, c.Fork.Zone))
 			}
 		}

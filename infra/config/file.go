@@ -78,13 +78,22 @@ func LoadFile(projectDir, stack string) (*Config, error) {
 // FromEnv parses the config Pulumi passes a running program in PULUMI_CONFIG
 // (the same variable the mock engine reads), so that unknown keys are seen too.
 func FromEnv(stack string) (*Config, error) {
+	raw, err := EnvValues()
+	if err != nil {
+		return nil, err
+	}
+	return Parse(stack, raw)
+}
+
+// EnvValues is the raw config map of PULUMI_CONFIG.
+func EnvValues() (map[string]string, error) {
 	raw := map[string]string{}
 	if s := os.Getenv("PULUMI_CONFIG"); s != "" {
 		if err := json.Unmarshal([]byte(s), &raw); err != nil {
 			return nil, fmt.Errorf("PULUMI_CONFIG: %w", err)
 		}
 	}
-	return Parse(stack, raw)
+	return raw, nil
 }
 
 // StackFiles lists the stacks that have a Pulumi.<stack>.yaml in projectDir.

@@ -3,8 +3,6 @@ package program
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,6 +12,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/agentkeys/agentkeys-infra/components"
+	"github.com/agentkeys/agentkeys-infra/infra/config"
 	"github.com/agentkeys/agentkeys-infra/naming"
 	"github.com/agentkeys/agentkeys-infra/policy"
 )
@@ -32,12 +31,6 @@ type accountConfig struct {
 	CIEnvironments []string
 	MaxTestSlot    int
 }
-
-var (
-	acctIDRe   = regexp.MustCompile(`^\d{12}$`)
-	acctZoneRe = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$`)
-	acctRegRe  = regexp.MustCompile(`^[a-z]{2}(-gov)?-[a-z]+-\d$`)
-)
 
 // accountKeys are the keys the account stack reads, with a valid example each.
 var accountKeys = map[string]string{
@@ -78,15 +71,15 @@ func parseAccountConfig(raw map[string]string) (*accountConfig, error) {
 	}
 	c := &accountConfig{MaxTestSlot: defaultMaxTestSlot}
 	c.Fork.AccountID = raw["agentkeys:accountId"]
-	if !acctIDRe.MatchString(c.Fork.AccountID) {
+	if !naming.IsAccountID(c.Fork.AccountID) {
 		return nil, keyErr("agentkeys:accountId", "%q is not a 12-digit AWS account id (quote it in YAML)", c.Fork.AccountID)
 	}
 	c.Fork.Zone = raw["agentkeys:zone"]
-	if !acctZoneRe.MatchString(c.Fork.Zone) {
+	if !naming.IsZone(c.Fork.Zone) {
 		return nil, keyErr("agentkeys:zone", "%q is not a lowercase DNS zone without a trailing dot", c.Fork.Zone)
 	}
 	c.Fork.Region = raw["aws:region"]
-	if !acctRegRe.MatchString(c.Fork.Region) {
+	if !naming.IsRegion(c.Fork.Region) {
 		return nil, keyErr("aws:region", "%q is not an AWS region", c.Fork.Region)
 	}
 	c.GitHubRepo = raw["agentkeys:githubRepo"]
@@ -131,11 +124,9 @@ func stringList(raw map[string]string, key string) ([]string, error) {
 // activation, the GitHub OIDC provider, the CI deploy role and the test
 // principals' permissions boundary.
 func accountProgram(ctx *pulumi.Context) (map[string]pulumi.Input, error) {
-	raw := map[string]string{}
-	if s := os.Getenv("PULUMI_CONFIG"); s != "" {
-		if err := json.Unmarshal([]byte(s), &raw); err != nil {
-			return nil, fmt.Errorf("PULUMI_CONFIG: %w", err)
-		}
+	raw, err := config.EnvValues()
+	if err != nil {
+		return nil, err
 	}
 	cfg, err := parseAccountConfig(raw)
 	if err != nil {
