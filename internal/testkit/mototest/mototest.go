@@ -3,14 +3,17 @@
 package mototest
 
 import (
+	"bufio"
+	"bytes"
 	"context"
-	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,38 +63,79 @@ func StartPlain(t testing.TB) string {
 	return start(t, false)
 }
 
+// serve binds port 0 inside moto's own process and prints the port it got,
+// so no other test's server can take the port between choosing and binding.
+// It exits when the test closes its stdin.
+const serve = `import sys
+from moto.server import ThreadedMotoServer
+s = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+s.start()
+print(s.get_host_and_port()[1], flush=True)
+sys.stdin.read()
+`
+
+// python returns the interpreter that has moto: the one named by the
+// moto_server script's shebang (a virtualenv), else python3 on PATH (pyenv).
+func python(t testing.TB, motoServer string) string {
+	t.Helper()
+	if b, err := os.ReadFile(motoServer); err == nil && bytes.HasPrefix(b, []byte("#!")) {
+		line, _, _ := bytes.Cut(b[2:], []byte("\n"))
+		if f := strings.Fields(string(line)); len(f) == 1 && strings.Contains(filepath.Base(f[0]), "python") {
+			return f[0]
+		}
+	}
+	return Require(t, "python3", "bash .ci/install.d/policy.sh")
+}
+
 func start(t testing.TB, managed bool) string {
 	t.Helper()
 	bin := Require(t, "moto_server", "bash .ci/install.d/policy.sh")
-	port := FreePort(t)
-	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", strconv.Itoa(port))
-	logf, err := os.Create(filepath.Join(t.TempDir(), "moto.log"))
+	logPath := filepath.Join(t.TempDir(), "moto.log")
+	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd := exec.Command(python(t, bin), "-c", serve)
+	cmd.Stderr = logf
 	cmd.Env = append(os.Environ(), "MOTO_IAM_LOAD_MANAGED_POLICIES="+strconv.FormatBool(managed))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start moto_server: %v", err)
+		t.Fatalf("start moto: %v", err)
 	}
 	t.Cleanup(func() {
+		stdin.Close()
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		logf.Close()
 	})
-	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(url + "/moto-api/")
-		if err == nil {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("moto_server did not answer on %s within 30s (log %s)", url, logf.Name())
-		}
-		time.Sleep(100 * time.Millisecond)
+	portc := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		portc <- strings.TrimSpace(line)
+		_, _ = io.Copy(logf, stdout)
+	}()
+	var port string
+	select {
+	case port = <-portc:
+	case <-time.After(60 * time.Second):
 	}
+	if _, err := strconv.Atoi(port); err != nil {
+		b, _ := os.ReadFile(logPath)
+		t.Fatalf("moto did not report its port within 60s (got %q); log:\n%s", port, b)
+	}
+	url := "http://127.0.0.1:" + port
+	resp, err := http.Get(url + "/moto-api/")
+	if err != nil {
+		t.Fatalf("moto on %s does not answer: %v", url, err)
+	}
+	resp.Body.Close()
 	t.Setenv("AWS_ENDPOINT_URL", url)
 	t.Setenv("AWS_ACCESS_KEY_ID", "testing")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "testing")

@@ -8,6 +8,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -52,13 +53,31 @@ func Start(t testing.TB) *Server {
 		t.Fatal(err)
 	}
 	signer, _ := ssh.NewSignerFromKey(hk)
-	s := &Server{Port: mototest.FreePort(t), AuthorizedKeys: filepath.Join(dir, "authorized_keys"), Log: filepath.Join(dir, "sshd.log")}
+	s := &Server{AuthorizedKeys: filepath.Join(dir, "authorized_keys"), Log: filepath.Join(dir, "sshd.log")}
 	if err := os.WriteFile(s.AuthorizedKeys, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s.KnownHosts = filepath.Join(dir, "known_hosts")
-	line := knownHostsLine(s.Port, signer.PublicKey())
-	if err := os.WriteFile(s.KnownHosts, []byte(line), 0o600); err != nil {
+	// A free port can be taken by another test before sshd binds it; then
+	// sshd exits or a foreign server answers, and we try another port.
+	for attempt := 1; ; attempt++ {
+		err := s.launch(t, bin, dir, hostKey, signer.PublicKey())
+		if err == nil {
+			return s
+		}
+		if attempt == 5 {
+			b, _ := os.ReadFile(s.Log)
+			t.Fatalf("sshd: %v\n%s", err, b)
+		}
+	}
+}
+
+// launch starts sshd on a fresh free port and waits until it answers with
+// our host key.
+func (s *Server) launch(t testing.TB, bin, dir, hostKey string, pub ssh.PublicKey) error {
+	t.Helper()
+	s.Port = mototest.FreePort(t)
+	if err := os.WriteFile(s.KnownHosts, []byte(knownHostsLine(s.Port, pub)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg := fmt.Sprintf(`Port %d
@@ -81,30 +100,65 @@ LogLevel VERBOSE
 	if out, err := exec.Command(bin, "-t", "-f", cfgFile).CombinedOutput(); err != nil {
 		t.Fatalf("sshd -t: %v\n%s", err, out)
 	}
-	logf, _ := os.Create(s.Log)
+	logf, err := os.Create(s.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(bin, "-D", "-e", "-f", cfgFile)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start sshd: %v", err)
 	}
-	t.Cleanup(func() {
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	stop := func() {
 		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		<-exited
 		logf.Close()
-	})
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(s.Port))
-		if err == nil {
-			c.Close()
-			return s
+		select {
+		case <-exited:
+			logf.Close()
+			return fmt.Errorf("sshd on port %d exited before it listened", s.Port)
+		default:
+		}
+		switch answersWith(s.Port, pub) {
+		case nil:
+			t.Cleanup(stop)
+			return nil
+		case errForeign:
+			stop()
+			return fmt.Errorf("port %d is served by another ssh server", s.Port)
 		}
 		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(s.Log)
-			t.Fatalf("sshd did not listen within 10s: %s", b)
+			stop()
+			return fmt.Errorf("sshd did not listen on port %d within 10s", s.Port)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+var errForeign = errors.New("foreign host key")
+
+// answersWith reports nil when the server on port presents pub, errForeign
+// when it presents another key, and another error when nothing answers yet.
+func answersWith(port int, pub ssh.PublicKey) error {
+	seen := errors.New("no handshake")
+	cfg := &ssh.ClientConfig{User: "probe", Timeout: 2 * time.Second,
+		HostKeyCallback: func(_ string, _ net.Addr, k ssh.PublicKey) error {
+			if bytes.Equal(k.Marshal(), pub.Marshal()) {
+				seen = nil
+			} else {
+				seen = errForeign
+			}
+			return seen
+		}}
+	if c, err := ssh.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port), cfg); err == nil {
+		c.Close()
+	}
+	return seen
 }
 
 func knownHostsLine(port int, k ssh.PublicKey) string {
