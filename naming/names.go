@@ -35,6 +35,10 @@ type DataClass struct {
 // one rule set can be active per account and region, so it is shared.
 const SharedRuleSet = "agentkeys"
 
+// AccountStack is the stack that owns what broker stacks share (the rule set
+// and its activation, the GitHub OIDC provider, the CI deploy role).
+const AccountStack = "account"
+
 // CIDeployRole is the GitHub Actions deploy role shared by the fleet.
 const CIDeployRole = "github-actions-agentkeys-deploy"
 

@@ -8,6 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/agentkeys/agentkeys-infra/infra/config"
+	"github.com/agentkeys/agentkeys-infra/naming"
 	"github.com/agentkeys/agentkeys-infra/ops/deploy"
 	"github.com/agentkeys/agentkeys-infra/ops/stackcfg"
 	"github.com/agentkeys/agentkeys-infra/ops/table"
@@ -51,7 +53,12 @@ func (a *app) deployCmd() *cobra.Command {
 				}
 				seen[s] = true
 				// Validate every stack's config before touching any of them.
-				if _, err := stackcfg.Load(a.projectDir, s); err != nil {
+				if s == naming.AccountStack {
+					_, err = config.LoadAccountFile(a.projectDir)
+				} else {
+					_, err = stackcfg.Load(a.projectDir, s)
+				}
+				if err != nil {
 					return fail(exitUsage, "%v", err)
 				}
 			}

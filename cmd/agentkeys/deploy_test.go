@@ -16,7 +16,8 @@ import (
 type cliFake struct {
 	mu    sync.Mutex
 	calls []string
-	prev  map[string]deploy.Result
+	prev   map[string]deploy.Result
+	stacks []deploy.StackInfo
 }
 
 func (f *cliFake) rec(s string) { f.mu.Lock(); f.calls = append(f.calls, s); f.mu.Unlock() }
@@ -35,6 +36,10 @@ func (f *cliFake) Refresh(_ context.Context, s string) (deploy.Result, error) {
 func (f *cliFake) Destroy(_ context.Context, s string) (deploy.Result, error) {
 	f.rec("destroy " + s)
 	return deploy.Result{}, nil
+}
+func (f *cliFake) Stacks(context.Context) ([]deploy.StackInfo, error) {
+	f.rec("list")
+	return f.stacks, nil
 }
 func (f *cliFake) LastDeploy(context.Context, string) (deploy.LastDeploy, bool, error) {
 	return deploy.LastDeploy{}, false, nil
@@ -92,5 +97,36 @@ func TestDeployCommand(t *testing.T) {
 	}
 	if len(f.calls) != 0 {
 		t.Fatalf("engine called on bad input: %v", f.calls)
+	}
+}
+
+func TestDeployAccountStack(t *testing.T) {
+	dir := project(t, "test-2")
+	acct := "config:\n  aws:region: us-east-1\n  agentkeys:accountId: \"123456789012\"\n  agentkeys:zone: example.test\n  agentkeys:githubRepo: litentry/agentKeys\n  agentkeys:ciBranches: [main]\n"
+	if err := os.WriteFile(filepath.Join(dir, "Pulumi.account.yaml"), []byte(acct), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := &cliFake{stacks: []deploy.StackInfo{{Name: "account", Resources: 12}, {Name: "test-2", Resources: 72}}}
+	code, out, errs := runCLI(t, fakeDeps(f), "deploy", "preview", "--project-dir", dir, "--stack", "account")
+	if code != 0 {
+		t.Fatalf("preview account: exit %d\n%s\n%s", code, out, errs)
+	}
+	// Refused while test-2 still holds resources, even with --allow-replace.
+	code, out, errs = runCLI(t, fakeDeps(f), "deploy", "destroy", "--project-dir", dir, "--stack", "account", "--allow-replace")
+	if code != exitRefused || !strings.Contains(out+errs, "test-2 (72 resources)") {
+		t.Fatalf("destroy account: exit %d\n%s\n%s", code, out, errs)
+	}
+	for _, c := range f.calls {
+		if c == "destroy account" {
+			t.Fatalf("account destroyed while in use: %v", f.calls)
+		}
+	}
+	// A broken account file is a usage error naming the file and key.
+	if err := os.WriteFile(filepath.Join(dir, "Pulumi.account.yaml"), []byte("config:\n  aws:region: us-east-1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs = runCLI(t, fakeDeps(f), "deploy", "preview", "--project-dir", dir, "--stack", "account")
+	if code != exitUsage || !strings.Contains(errs, "Pulumi.account.yaml") || !strings.Contains(errs, "agentkeys:accountId") {
+		t.Fatalf("bad account file: exit %d: %s", code, errs)
 	}
 }

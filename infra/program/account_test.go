@@ -167,43 +167,6 @@ func TestAccountStackRefusesWrongAccountOrMissingKey(t *testing.T) {
 	}
 }
 
-func TestAccountConfigErrorsNameKeyAndExample(t *testing.T) {
-	cases := map[string]struct {
-		edit    func(m map[string]string)
-		wantKey string
-	}{
-		"account id":        {func(m map[string]string) { m["agentkeys:accountId"] = "12345" }, "agentkeys:accountId"},
-		"zone":              {func(m map[string]string) { m["agentkeys:zone"] = "Example.org." }, "agentkeys:zone"},
-		"region":            {func(m map[string]string) { delete(m, "aws:region") }, "aws:region"},
-		"repo missing":      {func(m map[string]string) { delete(m, "agentkeys:githubRepo") }, "agentkeys:githubRepo"},
-		"repo url":          {func(m map[string]string) { m["agentkeys:githubRepo"] = "https://github.com/a/b" }, "agentkeys:githubRepo"},
-		"branches not list": {func(m map[string]string) { m["agentkeys:ciBranches"] = "main" }, "agentkeys:ciBranches"},
-		"wildcard branch":   {func(m map[string]string) { m["agentkeys:ciBranches"] = `["*"]` }, "agentkeys:ciBranches"},
-		"no branch nor env": {func(m map[string]string) { delete(m, "agentkeys:ciBranches"); delete(m, "agentkeys:ciEnvironments") }, "agentkeys:ciBranches"},
-		"max slot":          {func(m map[string]string) { m["agentkeys:maxTestSlot"] = "0" }, "agentkeys:maxTestSlot"},
-		"broker key":        {func(m map[string]string) { m["agentkeys:instanceId"] = "i-0123456789abcdef0" }, "agentkeys:instanceId"},
-	}
-	for name, c := range cases {
-		raw := accountRaw()
-		c.edit(raw)
-		_, err := parseAccountConfig(raw)
-		if err == nil || !strings.Contains(err.Error(), c.wantKey) {
-			t.Errorf("%s: error %v does not name %s", name, err, c.wantKey)
-			continue
-		}
-		if !strings.Contains(err.Error(), "example") && !strings.Contains(err.Error(), "reads") {
-			t.Errorf("%s: error %q gives no valid example", name, err)
-		}
-	}
-	cfg, err := parseAccountConfig(accountRaw())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.MaxTestSlot != 20 {
-		t.Errorf("default maxTestSlot %d, want 20", cfg.MaxTestSlot)
-	}
-}
-
 func mustFind(t *testing.T, rec *componenttest.Recorder, typ, name string) componenttest.Resource {
 	t.Helper()
 	r, ok := rec.Find(typ, name)

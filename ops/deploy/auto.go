@@ -143,6 +143,27 @@ func (e AutoEngine) Destroy(ctx context.Context, name string) (Result, error) {
 	return fromSummary(res.Summary.ResourceChanges, steps), err
 }
 
+// Stacks lists the project's stacks in the logged-in backend.
+func (e AutoEngine) Stacks(ctx context.Context) ([]StackInfo, error) {
+	ws, err := auto.NewLocalWorkspace(ctx, auto.WorkDir(e.WorkDir))
+	if err != nil {
+		return nil, fmt.Errorf("workspace %s: %w", e.WorkDir, err)
+	}
+	list, err := ws.ListStacks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]StackInfo, 0, len(list))
+	for _, s := range list {
+		n := -1
+		if s.ResourceCount != nil {
+			n = *s.ResourceCount
+		}
+		out = append(out, StackInfo{Name: s.Name, Resources: n})
+	}
+	return out, nil
+}
+
 // LastDeploy reads the newest entry of the stack's history.
 func (e AutoEngine) LastDeploy(ctx context.Context, name string) (LastDeploy, bool, error) {
 	s, err := auto.SelectStackLocalSource(ctx, name, e.WorkDir)

@@ -70,6 +70,14 @@ type Engine interface {
 	Destroy(ctx context.Context, stack string) (Result, error)
 	// LastDeploy returns false when the stack has no history.
 	LastDeploy(ctx context.Context, stack string) (LastDeploy, bool, error)
+	// Stacks lists the project's stacks in the backend.
+	Stacks(ctx context.Context) ([]StackInfo, error)
+}
+
+// StackInfo is one stack of the backend; Resources is -1 when unknown.
+type StackInfo struct {
+	Name      string
+	Resources int
 }
 
 // Status of one stack's outcome.
@@ -119,7 +127,12 @@ func (d Driver) Run(ctx context.Context, action Action, stacks []string) []Outco
 	out := make([]Outcome, len(stacks))
 	sem := make(chan struct{}, par)
 	var wg sync.WaitGroup
+	last := -1 // the account stack is destroyed after the broker stacks of the same run
 	for i, s := range stacks {
+		if action == Destroy && s == naming.AccountStack {
+			last = i
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -134,21 +147,25 @@ func (d Driver) Run(ctx context.Context, action Action, stacks []string) []Outco
 		}()
 	}
 	wg.Wait()
+	if last >= 0 {
+		out[last] = d.one(ctx, action, stacks[last])
+	}
 	return out
 }
 
 func (d Driver) one(ctx context.Context, action Action, stack string) Outcome {
 	o := Outcome{Stack: stack, Action: action}
-	st, err := naming.ParseStack(stack)
-	if err != nil {
+	if _, err := naming.ParseStack(stack); err != nil && stack != naming.AccountStack {
 		o.Status, o.Reason = Failed, err.Error()
 		return o
 	}
+	prodPosture := ProdPosture(stack)
 	failed := func(err error) Outcome {
 		o.Status, o.Reason = Failed, err.Error()
 		return o
 	}
 	var r Result
+	var err error
 	switch action {
 	case Preview:
 		r, err = d.Engine.Preview(ctx, stack)
@@ -157,7 +174,7 @@ func (d Driver) one(ctx context.Context, action Action, stack string) Outcome {
 		}
 		o.Preview = &r
 	case Up:
-		if st.ProdPosture() {
+		if prodPosture {
 			// The gate: preview first, and stop before anything changes.
 			p, err := d.Engine.Preview(ctx, stack)
 			if err != nil {
@@ -180,7 +197,18 @@ func (d Driver) one(ctx context.Context, action Action, stack string) Outcome {
 			return failed(err)
 		}
 	case Destroy:
-		if st.ProdPosture() && !d.AllowReplace {
+		if stack == naming.AccountStack {
+			users, err := d.brokerStacks(ctx)
+			if err != nil {
+				return failed(fmt.Errorf("list the stacks that use %s: %w", stack, err))
+			}
+			if len(users) > 0 {
+				o.Status = Refused
+				o.Reason = fmt.Sprintf("%s holds what broker stacks share (SES rule set, GitHub OIDC provider, CI deploy role) and these stacks still have resources: %s; destroy them first", stack, strings.Join(users, ", "))
+				return o
+			}
+		}
+		if prodPosture && !d.AllowReplace {
 			o.Status = Refused
 			o.Reason = fmt.Sprintf("%s is a prod-posture stack: destroy deletes every resource; re-run with --allow-replace if that is really intended", stack)
 			return o
@@ -197,6 +225,27 @@ func (d Driver) one(ctx context.Context, action Action, stack string) Outcome {
 	}
 	o.Status = OK
 	return o
+}
+
+// brokerStacks lists the backend's other stacks that still hold resources
+// (an unknown count counts as holding some).
+func (d Driver) brokerStacks(ctx context.Context) ([]string, error) {
+	all, err := d.Engine.Stacks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var users []string
+	for _, s := range all {
+		switch {
+		case s.Name == naming.AccountStack || s.Resources == 0:
+		case s.Resources < 0:
+			users = append(users, s.Name+" (resource count unknown)")
+		default:
+			users = append(users, fmt.Sprintf("%s (%d resources)", s.Name, s.Resources))
+		}
+	}
+	sort.Strings(users)
+	return users, nil
 }
 
 // ExitCode maps outcomes to the CLI's exit code: 1 if any failed, else 3 if
@@ -246,10 +295,8 @@ func Markdown(outs []Outcome) string {
 		if o.Status != OK {
 			status = "**" + status + "**"
 		}
-		if rep := c["replace"] + c["delete"]; rep > 0 {
-			if st, err := naming.ParseStack(o.Stack); err == nil && st.ProdPosture() {
-				status += " ⚠️ prod"
-			}
+		if rep := c["replace"] + c["delete"]; rep > 0 && ProdPosture(o.Stack) {
+			status += " ⚠️ prod"
 		}
 		fmt.Fprintf(&b, "| %s | %s |", o.Stack, status)
 		for _, op := range opOrder {
@@ -299,6 +346,16 @@ func Markdown(outs []Outcome) string {
 		}
 	}
 	return b.String()
+}
+
+// ProdPosture reports whether a stack is gated like prod: prod, base and the
+// account stack.
+func ProdPosture(stack string) bool {
+	if stack == naming.AccountStack {
+		return true
+	}
+	st, err := naming.ParseStack(stack)
+	return err == nil && st.ProdPosture()
 }
 
 // urnName is the resource name part of a URN (after the last "::").

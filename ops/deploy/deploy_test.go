@@ -133,3 +133,56 @@ func TestMarkdownSummary(t *testing.T) {
 		t.Errorf("outputs:\n%s", md)
 	}
 }
+
+func TestAccountStackDestroyRefusedWhileBrokerStacksHoldResources(t *testing.T) {
+	f := &fake{stacks: []StackInfo{{"account", 12}, {"test-2", 72}, {"prod", -1}, {"test-3", 0}}}
+	outs := Driver{Engine: f, AllowReplace: true}.Run(context.Background(), Destroy, []string{"account"})
+	o := outs[0]
+	if o.Status != Refused || ExitCode(outs) != 3 {
+		t.Fatalf("%+v", o)
+	}
+	for _, want := range []string{"prod (resource count unknown)", "test-2 (72 resources)", "destroy them first"} {
+		if !strings.Contains(o.Reason, want) {
+			t.Errorf("reason lacks %q: %s", want, o.Reason)
+		}
+	}
+	if strings.Contains(o.Reason, "test-3") || slices.Contains(f.calls, "destroy account") {
+		t.Fatalf("reason %q calls %v", o.Reason, f.calls)
+	}
+
+	// A listing failure is a failure, never a go-ahead.
+	f = &fake{listErr: errors.New("backend unreachable")}
+	outs = Driver{Engine: f, AllowReplace: true}.Run(context.Background(), Destroy, []string{"account"})
+	if outs[0].Status != Failed || !strings.Contains(outs[0].Reason, "backend unreachable") || slices.Contains(f.calls, "destroy account") {
+		t.Fatalf("%+v calls %v", outs[0], f.calls)
+	}
+}
+
+func TestAccountStackDestroyedAfterTheBrokerStacksOfTheSameRun(t *testing.T) {
+	f := &fake{stacks: []StackInfo{{"account", 12}, {"test-2", 72}, {"test-4", 60}}}
+	outs := Driver{Engine: f, Parallel: 3, AllowReplace: true}.Run(context.Background(), Destroy, []string{"account", "test-2", "test-4"})
+	for _, o := range outs {
+		if o.Status != OK {
+			t.Fatalf("%+v", outs)
+		}
+	}
+	if n := len(f.calls); n != 4 || f.calls[n-2] != "list" || f.calls[n-1] != "destroy account" {
+		t.Fatalf("calls %v: the account stack must go last, after a fresh listing", f.calls)
+	}
+	// Still prod posture: without --allow-replace it is refused.
+	f = &fake{stacks: []StackInfo{{"account", 12}}}
+	if o := (Driver{Engine: f}).Run(context.Background(), Destroy, []string{"account"}); o[0].Status != Refused || !strings.Contains(o[0].Reason, "--allow-replace") {
+		t.Fatalf("%+v", o[0])
+	}
+}
+
+func TestAccountStackPreviewAndGatedUp(t *testing.T) {
+	f := &fake{preview: map[string]Result{"account": replacePreview("account")}}
+	if o := (Driver{Engine: f}).Run(context.Background(), Preview, []string{"account"}); o[0].Status != OK {
+		t.Fatalf("preview: %+v", o[0])
+	}
+	o := Driver{Engine: f}.Run(context.Background(), Up, []string{"account"})
+	if o[0].Status != Refused || slices.Contains(f.calls, "up account") {
+		t.Fatalf("up with a replacing preview: %+v calls %v", o[0], f.calls)
+	}
+}

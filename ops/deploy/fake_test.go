@@ -17,6 +17,8 @@ type fake struct {
 	inflight int
 	peak     int
 	hold     time.Duration
+	stacks   []StackInfo
+	listErr  error
 }
 
 func (f *fake) enter(op, stack string) error {
@@ -46,8 +48,24 @@ func (f *fake) Refresh(_ context.Context, s string) (Result, error) {
 	return Result{Counts: map[string]int{"same": 3}}, f.enter("refresh", s)
 }
 func (f *fake) Destroy(_ context.Context, s string) (Result, error) {
-	return Result{Counts: map[string]int{"delete": 3}}, f.enter("destroy", s)
+	err := f.enter("destroy", s)
+	if err == nil {
+		f.mu.Lock()
+		for i := range f.stacks {
+			if f.stacks[i].Name == s {
+				f.stacks[i].Resources = 0
+			}
+		}
+		f.mu.Unlock()
+	}
+	return Result{Counts: map[string]int{"delete": 3}}, err
 }
 func (f *fake) LastDeploy(_ context.Context, s string) (LastDeploy, bool, error) {
 	return LastDeploy{}, false, errors.New("no history in fake")
+}
+func (f *fake) Stacks(context.Context) ([]StackInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "list")
+	return f.stacks, f.listErr
 }

@@ -1,0 +1,72 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func accountRaw() map[string]string {
+	return map[string]string{
+		"agentkeys:accountId":      "123456789012",
+		"agentkeys:zone":           "example.org",
+		"agentkeys:githubRepo":     "litentry/agentKeys",
+		"agentkeys:ciBranches":     `["main"]`,
+		"agentkeys:ciEnvironments": `["ci-deploy"]`,
+		"aws:region":               "us-east-1",
+	}
+}
+
+func TestAccountConfigErrorsNameKeyAndExample(t *testing.T) {
+	cases := map[string]struct {
+		edit    func(m map[string]string)
+		wantKey string
+	}{
+		"account id":        {func(m map[string]string) { m["agentkeys:accountId"] = "12345" }, "agentkeys:accountId"},
+		"zone":              {func(m map[string]string) { m["agentkeys:zone"] = "Example.org." }, "agentkeys:zone"},
+		"region":            {func(m map[string]string) { delete(m, "aws:region") }, "aws:region"},
+		"repo missing":      {func(m map[string]string) { delete(m, "agentkeys:githubRepo") }, "agentkeys:githubRepo"},
+		"repo url":          {func(m map[string]string) { m["agentkeys:githubRepo"] = "https://github.com/a/b" }, "agentkeys:githubRepo"},
+		"branches not list": {func(m map[string]string) { m["agentkeys:ciBranches"] = "main" }, "agentkeys:ciBranches"},
+		"wildcard branch":   {func(m map[string]string) { m["agentkeys:ciBranches"] = `["*"]` }, "agentkeys:ciBranches"},
+		"no branch nor env": {func(m map[string]string) { delete(m, "agentkeys:ciBranches"); delete(m, "agentkeys:ciEnvironments") }, "agentkeys:ciBranches"},
+		"max slot":          {func(m map[string]string) { m["agentkeys:maxTestSlot"] = "0" }, "agentkeys:maxTestSlot"},
+		"broker key":        {func(m map[string]string) { m["agentkeys:instanceId"] = "i-0123456789abcdef0" }, "agentkeys:instanceId"},
+	}
+	for name, c := range cases {
+		raw := accountRaw()
+		c.edit(raw)
+		_, err := ParseAccount(raw)
+		if err == nil || !strings.Contains(err.Error(), c.wantKey) {
+			t.Errorf("%s: error %v does not name %s", name, err, c.wantKey)
+			continue
+		}
+		if !strings.Contains(err.Error(), "example") && !strings.Contains(err.Error(), "reads") {
+			t.Errorf("%s: error %q gives no valid example", name, err)
+		}
+	}
+	cfg, err := ParseAccount(accountRaw())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MaxTestSlot != 20 {
+		t.Errorf("default maxTestSlot %d, want 20", cfg.MaxTestSlot)
+	}
+}
+
+func TestLoadAccountFile(t *testing.T) {
+	// The repository's own account stack file validates.
+	if _, err := LoadAccountFile("../.."); err != nil {
+		t.Fatalf("Pulumi.account.yaml: %v", err)
+	}
+	dir := t.TempDir()
+	bad := "config:\n  agentkeys:accountId: \"123456789012\"\n  agentkeys:zone: example.org\n  aws:region: us-east-1\n"
+	if err := os.WriteFile(filepath.Join(dir, "Pulumi.account.yaml"), []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadAccountFile(dir)
+	if err == nil || !strings.Contains(err.Error(), "Pulumi.account.yaml") || !strings.Contains(err.Error(), "agentkeys:githubRepo") {
+		t.Fatalf("missing githubRepo: %v", err)
+	}
+}
