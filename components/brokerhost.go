@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/pulumi/pulumi-command/sdk/go/command/remote"
 
+	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
 	"github.com/agentkeys/agentkeys-infra/hostagent/spec"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 )
@@ -156,20 +158,10 @@ type HostHealth struct {
 }
 
 // ParseHealth reads the agent's JSON summary: the broker counts as serving
-// TLS when its certificate is in place and its OIDC discovery answered.
+// TLS when its certificate is in place and the agent fetched its OIDC
+// discovery through nginx over TLS (agent.HealthBrokerTLS).
 func ParseHealth(summary string) HostHealth {
-	var s struct {
-		Hosts struct {
-			Issued  []string          `json:"issued"`
-			Skipped map[string]string `json:"skipped"`
-		} `json:"hosts"`
-		Health map[string]struct {
-			URL    string `json:"url"`
-			OK     bool   `json:"ok"`
-			Detail string `json:"detail"`
-		} `json:"health"`
-		Issuer string `json:"issuer"`
-	}
+	var s agent.Summary
 	if err := json.Unmarshal([]byte(summary), &s); err != nil {
 		return HostHealth{Reason: "the host agent's summary is not JSON: " + err.Error()}
 	}
@@ -177,16 +169,15 @@ func ParseHealth(summary string) HostHealth {
 	if r, ok := s.Hosts.Skipped[host]; ok {
 		return HostHealth{Reason: "no certificate for " + host + ": " + r}
 	}
-	issued := false
-	for _, h := range s.Hosts.Issued {
-		issued = issued || h == host
-	}
-	if !issued {
+	if !slices.Contains(s.Hosts.Issued, host) {
 		return HostHealth{Reason: "no certificate for " + host + " yet"}
 	}
-	d, ok := s.Health["oidc-discovery"]
-	if !ok || !d.OK {
-		return HostHealth{Reason: "OIDC discovery of " + s.Issuer + " not healthy: " + d.Detail}
+	d, ok := s.Health[agent.HealthBrokerTLS]
+	switch {
+	case !ok:
+		return HostHealth{Reason: "the host agent reported no TLS check of " + s.Issuer}
+	case !d.OK:
+		return HostHealth{Reason: "OIDC discovery over TLS at " + s.Issuer + " not healthy: " + d.Detail}
 	}
 	return HostHealth{BrokerTLS: true}
 }

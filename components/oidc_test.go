@@ -8,8 +8,10 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +20,8 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 	"github.com/stretchr/testify/assert"
+
+	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
 	"github.com/stretchr/testify/require"
 )
 
@@ -141,4 +145,38 @@ func TestOidcFederationLiveThumbprint(t *testing.T) {
 	}))
 	p := mustFind(t, rec, "aws:iam/openIdConnectProvider:OpenIdConnectProvider", "oidc-provider")
 	assert.Equal(t, []string{inter.sha1()}, strs(p.Inputs["thumbprintLists"]))
+}
+
+// Federation follows the agent's TLS check of the broker, and nothing less:
+// a certificate on disk or a healthy service port is not enough.
+func TestParseHealthWantsDiscoveryOverTLS(t *testing.T) {
+	const issuer = "https://broker-test-2.example.org"
+	host := issuer[len("https://"):]
+	mk := func(issued bool, checks map[string]agent.HealthCheck) string {
+		s := agent.Summary{Issuer: issuer, Health: checks, Hosts: agent.HostsSummary{Issued: []string{}, Skipped: map[string]string{}}}
+		if issued {
+			s.Hosts.Issued = []string{host}
+		}
+		b, _ := json.Marshal(s)
+		return string(b)
+	}
+	local := agent.HealthCheck{URL: "http://127.0.0.1:8090/.well-known/openid-configuration", OK: true}
+	cases := []struct {
+		name    string
+		summary string
+		tls     bool
+		reason  string
+	}{
+		{"not JSON", "apply failed", false, "not JSON"},
+		{"no certificate", mk(false, map[string]agent.HealthCheck{agent.HealthBrokerDiscovery: local}), false, "no certificate for " + host + " yet"},
+		{"certificate, local discovery only", mk(true, map[string]agent.HealthCheck{agent.HealthBrokerDiscovery: local}), false, "no TLS check"},
+		{"TLS check failed", mk(true, map[string]agent.HealthCheck{agent.HealthBrokerTLS: {OK: false, Detail: "nginx serves a certificate other than ..."}}), false, "nginx serves a certificate other than"},
+		{"TLS check ok", mk(true, map[string]agent.HealthCheck{agent.HealthBrokerTLS: {OK: true}}), true, ""},
+	}
+	for _, c := range cases {
+		h := ParseHealth(c.summary)
+		if h.BrokerTLS != c.tls || !strings.Contains(h.Reason, c.reason) {
+			t.Errorf("%s: %+v", c.name, h)
+		}
+	}
 }

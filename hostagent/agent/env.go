@@ -21,6 +21,14 @@ type Report struct {
 	health  map[string]HealthCheck
 }
 
+// Names of the broker's health checks in the summary. The Pulumi program
+// federates only on HealthBrokerTLS.
+const (
+	HealthBrokerDiscovery = "broker-openid-configuration" // on the service's port
+	HealthBrokerJWKS      = "broker-jwks"                 // on the service's port
+	HealthBrokerTLS       = "broker-tls"                  // discovery through nginx over TLS
+)
+
 // HealthCheck is one probe's outcome.
 type HealthCheck struct {
 	URL    string `json:"url"`
@@ -64,6 +72,13 @@ func (r *Report) Health(name string, c HealthCheck) {
 		r.health = map[string]HealthCheck{}
 	}
 	r.health[name] = c
+}
+
+// IsIssued reports whether host has a valid certificate recorded.
+func (r *Report) IsIssued(host string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.issued[host]
 }
 
 // Hosts returns the hosts summary (sorted, never nil).

@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -87,9 +88,23 @@ type Proc struct {
 }
 
 func start(dir, logName string, env []string, name string, args ...string) (*Proc, error) {
+	return startIn("", dir, logName, env, name, args...)
+}
+
+// startIn starts the tool inside the network namespace nsPath ("" for ours)
+// through nsenter, which execs it: signals reach the tool itself.
+func startIn(nsPath, dir, logName string, env []string, name string, args ...string) (*Proc, error) {
 	bin, err := LookTool(name)
 	if err != nil {
 		return nil, err
+	}
+	if nsPath != "" {
+		nsenter, err := exec.LookPath("nsenter")
+		if err != nil {
+			return nil, fmt.Errorf("nsenter (util-linux) is needed to start %s in %s: %w", name, nsPath, err)
+		}
+		args = append([]string{"--net=" + nsPath, "--", bin}, args...)
+		bin = nsenter
 	}
 	lf, err := os.Create(filepath.Join(dir, logName))
 	if err != nil {
@@ -100,12 +115,25 @@ func start(dir, logName string, env []string, name string, args ...string) (*Pro
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	p := &Proc{Name: name, cmd: cmd, log: lf, done: make(chan struct{})}
+	// Pdeathsig fires when the forking OS thread exits, and a thread that
+	// InNetns used is discarded; so fork from a thread held until the child ends.
+	started := make(chan error)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		cmd.Wait()
+		close(p.done)
+	}()
+	if err := <-started; err != nil {
 		lf.Close()
 		return nil, err
 	}
-	p := &Proc{Name: name, cmd: cmd, log: lf, done: make(chan struct{})}
-	go func() { cmd.Wait(); close(p.done) }()
 	return p, nil
 }
 
@@ -131,14 +159,21 @@ func (p *Proc) Log() string {
 }
 
 func waitTCP(addr string, p *Proc) error {
+	return waitTCPIn("", addr, p)
+}
+
+func waitTCPIn(nsPath, addr string, p *Proc) error {
+	dial := dialer(nsPath)
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
 		case <-p.done:
-			return fmt.Errorf("%s exited: %s", p.Name, p.Log())
+			return fmt.Errorf("%s exited (%v): %s", p.Name, p.cmd.ProcessState, p.Log())
 		default:
 		}
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		c, err := dial(ctx, "tcp", addr)
+		cancel()
 		if err == nil {
 			c.Close()
 			return nil
@@ -160,15 +195,33 @@ type CA struct {
 	dir      string // pebble's config, listener certificate and log
 	restarts int
 	env      []string // extra pebble environment
+	netns    string   // network namespace of both processes ("" = ours)
 	dnsMgmt  string   // challtestsrv management
 	pebble   *Proc
-	challsrv *Proc
+	challsrv *Proc // nil when CAOptions.DNS names another resolver
+}
+
+// CAOptions place a CA.
+type CAOptions struct {
+	// Netns runs pebble (and challtestsrv) in this network namespace
+	// (/proc/PID/ns/net); the CA's Client dials into it.
+	Netns string
+	// DNS is a resolver pebble uses instead of starting challtestsrv, so
+	// the CA and the host under test see one DNS.
+	DNS string
+	// Env adds pebble settings.
+	Env []string
 }
 
 // StartCA starts challtestsrv (DNS answering 127.0.0.1 for every name, no
 // AAAA) and pebble validating HTTP-01 on httpPort, under dir. env adds
 // pebble settings (PEBBLE_AUTHZREUSE=100 for tests about many orders).
 func StartCA(dir string, httpPort int, env ...string) (*CA, error) {
+	return StartCAWith(dir, httpPort, CAOptions{Env: env})
+}
+
+// StartCAWith is StartCA placed by o.
+func StartCAWith(dir string, httpPort int, o CAOptions) (*CA, error) {
 	ports := make([]int, 5)
 	for i := range ports {
 		p, err := FreePort()
@@ -183,19 +236,24 @@ func StartCA(dir string, httpPort int, env ...string) (*CA, error) {
 		DNS:       fmt.Sprintf("127.0.0.1:%d", ports[2]),
 		dnsMgmt:   fmt.Sprintf("127.0.0.1:%d", ports[3]),
 		dir:       dir,
-		env:       env,
+		env:       o.Env,
+		netns:     o.Netns,
 	}
-	var err error
-	ca.challsrv, err = start(dir, "challtestsrv.log", nil, "pebble-challtestsrv",
-		"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
-		"-dnsserver", ca.DNS, "-management", ca.dnsMgmt,
-		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "")
-	if err != nil {
-		return nil, err
-	}
-	if err := waitTCP(ca.dnsMgmt, ca.challsrv); err != nil {
-		ca.Close()
-		return nil, err
+	if o.DNS != "" {
+		ca.DNS, ca.dnsMgmt = o.DNS, ""
+	} else {
+		var err error
+		ca.challsrv, err = startIn(o.Netns, dir, "challtestsrv.log", nil, "pebble-challtestsrv",
+			"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
+			"-dnsserver", ca.DNS, "-management", ca.dnsMgmt,
+			"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "")
+		if err != nil {
+			return nil, err
+		}
+		if err := waitTCPIn(o.Netns, ca.dnsMgmt, ca.challsrv); err != nil {
+			ca.Close()
+			return nil, err
+		}
 	}
 	certPEM, keyPEM, err := selfSigned()
 	if err != nil {
@@ -228,7 +286,7 @@ func StartCA(dir string, httpPort int, env ...string) (*CA, error) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(certPEM)
 	ca.Client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool},
+		TLSClientConfig: &tls.Config{RootCAs: pool}, DialContext: dialer(o.Netns),
 	}}
 	if err := ca.startPebble("pebble.log"); err != nil {
 		ca.Close()
@@ -241,13 +299,13 @@ func StartCA(dir string, httpPort int, env ...string) (*CA, error) {
 // issuing root, which changes at every start.
 func (ca *CA) startPebble(logName string) error {
 	var err error
-	ca.pebble, err = start(ca.dir, logName,
+	ca.pebble, err = startIn(ca.netns, ca.dir, logName,
 		append([]string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"}, ca.env...),
 		"pebble", "-config", filepath.Join(ca.dir, "pebble-config.json"), "-dnsserver", ca.DNS)
 	if err != nil {
 		return err
 	}
-	if err := waitTCP(ca.mgmt, ca.pebble); err != nil {
+	if err := waitTCPIn(ca.netns, ca.mgmt, ca.pebble); err != nil {
 		return err
 	}
 	resp, err := ca.Client.Get("https://" + ca.mgmt + "/roots/0")
@@ -274,6 +332,9 @@ func (ca *CA) RestartPebble() error {
 
 // PointElsewhere makes host's A record ip (a host that is not this one).
 func (ca *CA) PointElsewhere(host, ip string) error {
+	if ca.challsrv == nil {
+		return errors.New("PointElsewhere needs the CA's own challtestsrv (CAOptions.DNS was set)")
+	}
 	b, _ := json.Marshal(map[string]any{"host": host, "addresses": []string{ip}})
 	resp, err := http.Post("http://"+ca.dnsMgmt+"/add-a", "application/json", bytes.NewReader(b))
 	if err != nil {
@@ -290,6 +351,12 @@ func (ca *CA) PointElsewhere(host, ip string) error {
 func (ca *CA) Close() {
 	ca.pebble.Stop()
 	ca.challsrv.Stop()
+}
+
+// ListenerCert is the PEM of the certificate pebble's own HTTPS listener
+// (the ACME directory) presents; a client of the directory must trust it.
+func (ca *CA) ListenerCert() ([]byte, error) {
+	return os.ReadFile(filepath.Join(ca.dir, "pebble-cert.pem"))
 }
 
 // PebbleLog is pebble's output (for failure messages).

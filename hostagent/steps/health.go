@@ -1,21 +1,30 @@
 package steps
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
 	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
+	"github.com/agentkeys/agentkeys-infra/hostagent/nginx"
 )
 
 // Health waits, bounded by spec.HealthTimeoutSeconds (default 60), for each
 // service's health path on 127.0.0.1, and for the broker's OIDC discovery
 // (issuer byte-for-byte equal to the spec's) and JWKS (at least one ES256
-// key). Every check is reported; any failure fails the step.
+// key). Once the broker's certificate is in place it also fetches the
+// discovery through nginx over TLS, as AWS will. Every check is reported;
+// any failure fails the step.
 type Health struct{}
 
 func (Health) Name() string { return "health" }
@@ -23,6 +32,7 @@ func (Health) Name() string { return "health" }
 type check struct {
 	name, url string
 	verify    func([]byte) error
+	client    *http.Client // nil: the plain loopback client
 }
 
 func (Health) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
@@ -37,20 +47,21 @@ func (Health) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	}
 	if b := s.Broker(); b != nil {
 		base := "http://127.0.0.1:" + strconv.Itoa(b.Port)
+		discovery := func(body []byte) error {
+			var d struct {
+				Issuer string `json:"issuer"`
+			}
+			if err := json.Unmarshal(body, &d); err != nil {
+				return fmt.Errorf("not JSON: %v", err)
+			}
+			if d.Issuer != s.Issuer {
+				return fmt.Errorf("issuer %q, want %q", d.Issuer, s.Issuer)
+			}
+			return nil
+		}
 		checks = append(checks,
-			check{"broker-openid-configuration", base + "/.well-known/openid-configuration", func(body []byte) error {
-				var d struct {
-					Issuer string `json:"issuer"`
-				}
-				if err := json.Unmarshal(body, &d); err != nil {
-					return fmt.Errorf("not JSON: %v", err)
-				}
-				if d.Issuer != s.Issuer {
-					return fmt.Errorf("issuer %q, want %q", d.Issuer, s.Issuer)
-				}
-				return nil
-			}},
-			check{"broker-jwks", base + "/.well-known/jwks.json", func(body []byte) error {
+			check{name: agent.HealthBrokerDiscovery, url: base + "/.well-known/openid-configuration", verify: discovery},
+			check{name: agent.HealthBrokerJWKS, url: base + "/.well-known/jwks.json", verify: func(body []byte) error {
 				var d struct {
 					Keys []struct {
 						Kty, Crv, Alg, Kid string
@@ -66,6 +77,10 @@ func (Health) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 				}
 				return fmt.Errorf("no ES256 key among %d keys", len(d.Keys))
 			}})
+		if b.Hostname != "" && env.Report.IsIssued(b.Hostname) {
+			checks = append(checks, check{name: agent.HealthBrokerTLS, url: s.Issuer + "/.well-known/openid-configuration",
+				verify: discovery, client: tlsClient(env, b.Hostname)})
+		}
 	}
 	timeout := time.Duration(s.HealthTimeoutSeconds) * time.Second
 	if timeout == 0 {
@@ -77,7 +92,11 @@ func (Health) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	var failed []string
 	detail := map[string]any{}
 	for _, c := range checks {
-		err := probe(ctx, client, c)
+		cl := client
+		if c.client != nil {
+			cl = c.client
+		}
+		err := probe(ctx, cl, c)
 		hc := agent.HealthCheck{URL: c.url, OK: err == nil}
 		if err != nil {
 			hc.Detail = err.Error()
@@ -130,4 +149,42 @@ func get(ctx context.Context, client *http.Client, c check) error {
 		return c.verify(body)
 	}
 	return nil
+}
+
+// tlsClient reaches https://host through this host's nginx (127.0.0.1 on
+// the HTTPS port, SNI host) and accepts only the certificate the agent holds
+// for host, valid for the name: the CA need not be in the system roots (a
+// staging or test CA), but nginx must serve our current certificate.
+func tlsClient(env *agent.Env, host string) *http.Client {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(env.Spec.Nginx.HTTPSPort))
+	fullchain, _ := nginx.CertFiles(host)
+	verify := func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("no certificate served")
+		}
+		leaf := cs.PeerCertificates[0]
+		if err := leaf.VerifyHostname(host); err != nil {
+			return err
+		}
+		if now := time.Now(); now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
+			return fmt.Errorf("served certificate valid %s..%s", leaf.NotBefore.Format(time.RFC3339), leaf.NotAfter.Format(time.RFC3339))
+		}
+		pemBytes, err := os.ReadFile(env.Path(fullchain))
+		if err != nil {
+			return err
+		}
+		blk, _ := pem.Decode(pemBytes)
+		if blk == nil || !bytes.Equal(blk.Bytes, leaf.Raw) {
+			return fmt.Errorf("nginx serves a certificate other than %s", fullchain)
+		}
+		return nil
+	}
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		},
+		// Verification is VerifyConnection's: the served leaf must be ours.
+		TLSClientConfig: &tls.Config{ServerName: host, InsecureSkipVerify: true, VerifyConnection: verify},
+	}}
 }

@@ -86,10 +86,15 @@ type fixture struct {
 }
 
 func newFixture(t *testing.T) *fixture {
+	return newFixtureAt(t, elsewhere)
+}
+
+// newFixtureAt is a fixture whose DNS answers a for every name.
+func newFixtureAt(t *testing.T, a string) *fixture {
 	requireTools(t)
 	// The program builds the static agent itself, as `pulumi up` does.
 	t.Setenv(program.AgentBinaryEnv, "")
-	f := &fixture{h: startHost(t, sshUser), dns: &dnsServer{A: elsewhere}, bare: newRepo(t)}
+	f := &fixture{h: startHost(t, sshUser), dns: &dnsServer{A: a}, bare: newRepo(t)}
 	startDNS(t, f.h.NetNS, "127.0.0.1:53", f.dns)
 	return f
 }

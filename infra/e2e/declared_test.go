@@ -14,6 +14,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"golang.org/x/crypto/ssh"
 
+	hostagente2e "github.com/agentkeys/agentkeys-infra/hostagent/e2e"
 	"github.com/agentkeys/agentkeys-infra/hostagent/spec"
 	"github.com/agentkeys/agentkeys-infra/infra/config"
 	"github.com/agentkeys/agentkeys-infra/infra/plan"
@@ -44,15 +45,25 @@ func stackConfig(t *testing.T, stack string, set map[string]string) map[string]s
 // summary is what the apply command "printed" (the cloud's answer).
 func declare(t *testing.T, stack string, vals map[string]string, summary string) *plan.Plan {
 	t.Helper()
+	return declareWith(t, stack, vals, summary, nil)
+}
+
+// declareWith is declare with more invoke answers (the live certificate chain).
+func declareWith(t *testing.T, stack string, vals map[string]string, summary string, extra map[string]plan.Answer) *plan.Plan {
+	t.Helper()
 	cfg, err := config.Parse(stack, vals)
 	must(t, err)
+	answers := map[string]plan.Answer{
+		"aws:ec2/getEips:getEips": func(resource.PropertyMap) (resource.PropertyMap, error) {
+			return resource.NewPropertyMapFromMap(map[string]any{"allocationIds": []any{}, "publicIps": []any{}}), nil
+		},
+	}
+	for k, a := range extra {
+		answers[k] = a
+	}
 	p, err := plan.Run(stack, program.Declare, plan.Options{
 		Config: vals, SecretKeys: []string{"agentkeys:sshPrivateKey"},
-		Answers: map[string]plan.Answer{
-			"aws:ec2/getEips:getEips": func(resource.PropertyMap) (resource.PropertyMap, error) {
-				return resource.NewPropertyMapFromMap(map[string]any{"allocationIds": []any{}, "publicIps": []any{}}), nil
-			},
-		},
+		Answers: answers,
 		State: func(typ, name string, in resource.PropertyMap) resource.PropertyMap {
 			switch typ {
 			case "aws:ec2/eip:Eip":
@@ -245,7 +256,7 @@ func sshClient(ctx context.Context, h *host, c connection) (*ssh.Client, error) 
 		cb = ssh.FixedHostKey(pk)
 	}
 	addr := fmt.Sprintf("%s:%d", c.Host, c.Port)
-	nc, err := dialIn(h.NetNS, addr, 10*time.Second)
+	nc, err := hostagente2e.DialInNetns(h.NetNS, addr, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}

@@ -178,7 +178,7 @@ func startHost(t *testing.T, user string) *host {
 		"exec /usr/sbin/sshd -D -e -f " + conf,
 	}, "\n")
 	cmd := exec.Command("unshare", "--net", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script)
-	// No Pdeathsig: it fires when the forking OS thread exits, and inNetns
+	// No Pdeathsig: it fires when the forking OS thread exits, and InNetns
 	// discards locked threads, which killed sshd mid-test.
 	stderr, err := cmd.StderrPipe()
 	must(t, err)

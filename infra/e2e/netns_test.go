@@ -1,53 +1,18 @@
 package e2e
 
 import (
-	"fmt"
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/miekg/dns"
-	"golang.org/x/sys/unix"
+
+	hostagente2e "github.com/agentkeys/agentkeys-infra/hostagent/e2e"
 )
 
-// inNetns runs f on a thread switched into the network namespace at nsPath.
-// Sockets created by f stay in that namespace after f returns; the thread is
-// never switched back but discarded (the goroutine exits still locked).
-func inNetns(nsPath string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", nsPath, err)
-			return
-		}
-		errc <- f()
-	}()
-	return <-errc
-}
-
-// dialIn dials addr (TCP) from inside the namespace.
-func dialIn(nsPath, addr string, timeout time.Duration) (net.Conn, error) {
-	var c net.Conn
-	err := inNetns(nsPath, func() error {
-		var err error
-		c, err = net.DialTimeout("tcp", addr, timeout)
-		return err
-	})
-	return c, err
-}
-
-// dnsServer answers every A question with one address and nothing else, so
-// that every hostname of the stack "points elsewhere".
+// dnsServer answers every A question with one address and nothing else:
+// elsewhere (every hostname "points elsewhere") or the host's own address.
 type dnsServer struct {
 	A       string
 	mu      sync.Mutex
@@ -79,7 +44,7 @@ func startDNS(t *testing.T, nsPath, addr string, d *dnsServer) {
 	t.Helper()
 	var pc net.PacketConn
 	var l net.Listener
-	err := inNetns(nsPath, func() error {
+	err := hostagente2e.InNetns(nsPath, func() error {
 		var err error
 		if pc, err = net.ListenPacket("udp", addr); err != nil {
 			return err

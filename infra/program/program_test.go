@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
 	"github.com/agentkeys/agentkeys-infra/infra/config"
 	"github.com/agentkeys/agentkeys-infra/infra/plan"
 	"github.com/agentkeys/agentkeys-infra/naming"
@@ -27,18 +28,16 @@ import (
 
 const testKey = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
 
-// summary is what the host agent prints with --json after a converge.
+// summary is what the host agent prints with --json after a converge, built
+// from the agent's own types so the two cannot drift apart.
 func summary(issuer string, brokerIssued bool) string {
 	host := strings.TrimPrefix(issuer, "https://")
-	s := map[string]any{
-		"stack": "x", "issuer": issuer,
-		"hosts":  map[string]any{"issued": []string{}, "skipped": map[string]string{}},
-		"health": map[string]any{"oidc-discovery": map[string]any{"url": issuer + "/.well-known/openid-configuration", "ok": brokerIssued}},
-	}
+	s := agent.Summary{Stack: "x", Issuer: issuer, Health: map[string]agent.HealthCheck{}}
 	if brokerIssued {
-		s["hosts"] = map[string]any{"issued": []string{host}, "skipped": map[string]string{}}
+		s.Hosts = agent.HostsSummary{Issued: []string{host}, Skipped: map[string]string{}}
+		s.Health[agent.HealthBrokerTLS] = agent.HealthCheck{URL: issuer + "/.well-known/openid-configuration", OK: true}
 	} else {
-		s["hosts"] = map[string]any{"issued": []string{}, "skipped": map[string]string{host: "A record resolves to 198.51.100.7, not 203.0.113.10"}}
+		s.Hosts = agent.HostsSummary{Issued: []string{}, Skipped: map[string]string{host: "A record resolves to 198.51.100.7, not 203.0.113.10"}}
 	}
 	b, _ := json.Marshal(s)
 	return string(b)

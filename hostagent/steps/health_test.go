@@ -1,0 +1,105 @@
+package steps
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
+	"github.com/agentkeys/agentkeys-infra/hostagent/internal/sandboxtest"
+	"github.com/agentkeys/agentkeys-infra/hostagent/nginx"
+)
+
+func selfSignedFor(t *testing.T, host string) (tls.Certificate, []byte) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: host},
+		DNSNames: []string{host}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	require.NoError(t, err)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+func serve(t *testing.T, l net.Listener, h http.Handler) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// The broker counts as serving TLS only when nginx's port serves the
+// discovery with the very certificate the agent holds for the broker host.
+func TestHealthChecksBrokerDiscoveryOverTLS(t *testing.T) {
+	s := sandboxtest.Spec(t, sandboxtest.NewRepo(t), "broker")
+	ports := sandboxtest.FreePorts(t, 1)
+	s.Nginx.HTTPSPort = ports[0]
+	s.HealthTimeoutSeconds = 2
+	b := s.Broker()
+	discovery := fmt.Sprintf(`{"issuer":%q}`, s.Issuer)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "ok") })
+	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, discovery) })
+	mux.HandleFunc("/.well-known/jwks.json", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, `{"keys":[{"kty":"EC","crv":"P-256","alg":"ES256","kid":"k1"}]}`)
+	})
+	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(b.Port))
+	require.NoError(t, err)
+	serve(t, l, mux)
+
+	served, servedPEM := selfSignedFor(t, b.Hostname)
+	tl, err := tls.Listen("tcp", "127.0.0.1:"+strconv.Itoa(s.Nginx.HTTPSPort), &tls.Config{Certificates: []tls.Certificate{served}})
+	require.NoError(t, err)
+	serve(t, tl, mux)
+
+	env, _ := newEnv(t, s)
+	fullchain, _ := nginx.CertFiles(b.Hostname)
+	write := func(pemBytes []byte) {
+		require.NoError(t, os.MkdirAll(filepath.Dir(env.Path(fullchain)), 0o755))
+		require.NoError(t, os.WriteFile(env.Path(fullchain), pemBytes, 0o644))
+	}
+	run := func(issued bool) (map[string]agent.HealthCheck, error) {
+		env.Report = &agent.Report{}
+		if issued {
+			env.Report.Issued(b.Hostname)
+		}
+		_, err := Health{}.Run(context.Background(), env)
+		return env.Report.HealthChecks(), err
+	}
+
+	// No certificate yet: no TLS check, and that is not a failure.
+	checks, err := run(false)
+	require.NoError(t, err)
+	assert.NotContains(t, checks, agent.HealthBrokerTLS)
+
+	// nginx serves the certificate the agent holds: healthy TLS.
+	write(servedPEM)
+	checks, err = run(true)
+	require.NoError(t, err)
+	assert.True(t, checks[agent.HealthBrokerTLS].OK, checks[agent.HealthBrokerTLS].Detail)
+	assert.Equal(t, s.Issuer+"/.well-known/openid-configuration", checks[agent.HealthBrokerTLS].URL)
+
+	// The agent holds a newer certificate nginx does not serve yet (no reload).
+	_, otherPEM := selfSignedFor(t, b.Hostname)
+	write(otherPEM)
+	checks, err = run(true)
+	require.Error(t, err)
+	assert.False(t, checks[agent.HealthBrokerTLS].OK)
+	assert.Contains(t, checks[agent.HealthBrokerTLS].Detail, "nginx serves a certificate other than "+fullchain)
+}
