@@ -14,8 +14,8 @@ import (
 
 // cliFake is the engine the CLI tests inject.
 type cliFake struct {
-	mu    sync.Mutex
-	calls []string
+	mu     sync.Mutex
+	calls  []string
 	prev   map[string]deploy.Result
 	stacks []deploy.StackInfo
 }
