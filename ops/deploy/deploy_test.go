@@ -72,7 +72,9 @@ func TestDestroyProdRefused(t *testing.T) {
 func TestParallelIsBounded(t *testing.T) {
 	stacks := []string{"test-2", "test-3", "test-4", "test-5", "test-6", "test-7"}
 	for _, par := range []int{1, 2, 3} {
-		f := &fake{hold: 30 * time.Millisecond}
+		// Each operation waits until par of them overlap: a driver that
+		// allows fewer makes peak < par, one that allows more makes peak > par.
+		f := &fake{hold: 10 * time.Millisecond, want: par}
 		outs := Driver{Engine: f, Parallel: par}.Run(context.Background(), Refresh, stacks)
 		if f.peak != par {
 			t.Errorf("parallel %d: peak concurrency %d", par, f.peak)

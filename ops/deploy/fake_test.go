@@ -17,6 +17,7 @@ type fake struct {
 	inflight int
 	peak     int
 	hold     time.Duration
+	want     int // hold each operation until this many ran at once (bounded wait)
 	stacks   []StackInfo
 	listErr  error
 }
@@ -31,6 +32,14 @@ func (f *fake) enter(op, stack string) error {
 	err := f.fail[op+" "+stack]
 	f.mu.Unlock()
 	time.Sleep(f.hold) // let concurrent operations overlap
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		f.mu.Lock()
+		reached := f.peak >= f.want
+		f.mu.Unlock()
+		if reached {
+			break
+		}
+	}
 	f.mu.Lock()
 	f.inflight--
 	f.mu.Unlock()
