@@ -30,6 +30,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/agentkeys/agentkeys-infra/internal/testkit/ports"
 )
 
 // Tools are the external programs the e2e tests need.
@@ -69,15 +71,9 @@ func MissingTools() []string {
 	return out
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// FreePort returns a free loopback TCP port for a server started later
+// (outside the ephemeral range: see package ports).
+func FreePort() (int, error) { return ports.Free() }
 
 // Proc is a started child process.
 type Proc struct {

@@ -4,7 +4,6 @@
 package sandboxtest
 
 import (
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/agentkeys/agentkeys-infra/hostagent/spec"
+	"github.com/agentkeys/agentkeys-infra/internal/testkit/ports"
 )
 
 // Git runs git in dir and fails the test on error.
@@ -68,23 +68,15 @@ func must(t testing.TB, err error) {
 	}
 }
 
-// FreePorts returns n distinct free loopback TCP ports.
+// FreePorts returns n distinct free loopback TCP ports (outside the
+// ephemeral range: see package ports).
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
-	var ls []net.Listener
-	var out []int
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
+	ps, err := ports.FreeN(n)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return out
+	return ps
 }
 
 // Issuer of the fixture's stack (test-2 in example.org).

@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +18,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
+
+	"github.com/agentkeys/agentkeys-infra/internal/testkit/ports"
 )
 
 // Account is moto's default account id.
@@ -38,15 +39,15 @@ func Require(t testing.TB, tool, install string) string {
 	return p
 }
 
-// FreePort returns a currently free loopback TCP port.
+// FreePort returns a free loopback TCP port for a server the test starts
+// (outside the ephemeral range: see package ports).
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := ports.Free()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 // Start runs moto_server with the AWS-managed policies loaded (what audit
