@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/agentkeys/agentkeys-infra/policy"
 )
 
 func accountRaw() map[string]string {
@@ -68,5 +70,24 @@ func TestLoadAccountFile(t *testing.T) {
 	_, err := LoadAccountFile(dir)
 	if err == nil || !strings.Contains(err.Error(), "Pulumi.account.yaml") || !strings.Contains(err.Error(), "agentkeys:githubRepo") {
 		t.Fatalf("missing githubRepo: %v", err)
+	}
+}
+
+// Every committed stack file names the account's KMS key as its secrets
+// provider, in the stack's own region.
+func TestStackFilesNameTheKMSSecretsProvider(t *testing.T) {
+	stacks, err := StackFiles("../..")
+	if err != nil || len(stacks) < 5 {
+		t.Fatalf("stack files: %v %v", stacks, err)
+	}
+	for _, s := range stacks {
+		raw, err := ReadStackFile("../..", s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "awskms://" + policy.SecretsKeyAlias + "?region=" + raw.Values["aws:region"]
+		if raw.SecretsProvider != want {
+			t.Errorf("Pulumi.%s.yaml: secretsprovider %q, want %q", s, raw.SecretsProvider, want)
+		}
 	}
 }

@@ -19,6 +19,8 @@ const Encrypted = "[secret: encrypted in the stack file]"
 type Raw struct {
 	Values     map[string]string // "agentkeys:accountId" -> value; objects as JSON
 	SecretKeys []string          // keys whose value is secret
+	// SecretsProvider is the file's secretsprovider ("" = the backend's default).
+	SecretsProvider string
 }
 
 // ReadStackFile reads Pulumi.<stack>.yaml from projectDir.
@@ -32,12 +34,13 @@ func ReadStackFile(projectDir, stack string) (*Raw, error) {
 		return nil, err
 	}
 	var doc struct {
-		Config map[string]yaml.Node `yaml:"config"`
+		SecretsProvider string               `yaml:"secretsprovider"`
+		Config          map[string]yaml.Node `yaml:"config"`
 	}
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	raw := &Raw{Values: map[string]string{}}
+	raw := &Raw{Values: map[string]string{}, SecretsProvider: doc.SecretsProvider}
 	for k, n := range doc.Config {
 		if n.Kind == yaml.MappingNode && len(n.Content) == 2 && n.Content[0].Value == "secure" {
 			raw.Values[k] = Encrypted
