@@ -88,6 +88,7 @@ func NewBrokerStack(ctx *pulumi.Context, name string, args *BrokerStackArgs, opt
 			Host: c.Network.PublicIp, Port: args.Host.Port, User: args.Host.User, PrivateKey: args.Host.PrivateKey,
 			HostKey: args.Host.HostKey, AgentBinary: args.Host.AgentBinary, AgentHash: args.Host.AgentHash,
 			Spec: spec, Redeploy: args.Host.Redeploy, DependsOn: deps,
+			Stack: n.Stack.Name, InstanceID: args.InstanceID,
 		}, p); err != nil {
 			return nil, err
 		}

@@ -39,6 +39,10 @@ type HostBringUpArgs struct {
 	Spec pulumi.StringInput
 	// Redeploy forces a re-run when changed (agentkeys:redeploy).
 	Redeploy string
+	// Stack names the staging directory, so stacks never share staged files.
+	Stack string
+	// InstanceID re-runs the bring-up on a replaced EC2 behind the same EIP.
+	InstanceID string
 	// DependsOn: the A records (certificates need DNS) and the instance profile.
 	DependsOn []pulumi.Resource
 }
@@ -58,20 +62,35 @@ type HostBringUp struct {
 	Status pulumi.StringOutput
 }
 
-// StageDir is where the SSH user stages the agent and spec before install.
-func StageDir(user string) string {
+// StageDir is where the SSH user stages the agent and spec of one stack
+// before install.
+func StageDir(user, stack string) string {
+	home := "/home/" + user
 	if user == "root" {
-		return "/root/.agentkeys-deploy"
+		home = "/root"
 	}
-	return "/home/" + user + "/.agentkeys-deploy"
+	return home + "/.agentkeys-deploy/" + stack
+}
+
+// StageScript empties the stack's staging directory and writes the host
+// spec from stdin into it. pulumi-command's CopyToRemote creates only the
+// last element of a path and takes path-based assets only, so the
+// directory and the spec come from this command.
+func StageScript(stage string) string {
+	return strings.Join([]string{
+		"set -eu",
+		"umask 077",
+		"rm -rf " + stage,
+		"mkdir -p " + stage,
+		"cat > " + path.Join(stage, "hostspec.json"),
+	}, "\n")
 }
 
 // ApplyScript is the exact command line the bring-up runs on the host. The
 // staged agent checks the host's identity against the staged spec first, so a
 // stack pointed at another stack's host fails before anything under /etc or
 // /usr/local changes.
-func ApplyScript(user string) string {
-	stage := StageDir(user)
+func ApplyScript(stage string) string {
 	agent, staged := path.Join(stage, "agentkeys-hostagent"), path.Join(stage, "hostspec.json")
 	return strings.Join([]string{
 		"set -eu",
@@ -109,34 +128,38 @@ func NewHostBringUp(ctx *pulumi.Context, name string, args *HostBringUpArgs, opt
 		conn.HostKey = pulumi.String(args.HostKey)
 	}
 	p := pulumi.Parent(c)
-	deps := pulumi.DependsOn(args.DependsOn)
-	stage := StageDir(args.User)
+	if args.Stack == "" {
+		return nil, fmt.Errorf("host bring-up %s: Stack is required (it names the staging directory)", name)
+	}
+	stage := StageDir(args.User, args.Stack)
+	// One trigger list for the three steps: any change restages everything,
+	// so the apply never installs files left from an earlier run.
+	triggers := pulumi.Array{pulumi.String(args.AgentHash), args.Spec, pulumi.String(args.Redeploy), pulumi.String(args.InstanceID)}
+	staged, err := remote.NewCommand(ctx, name+"-stage", &remote.CommandArgs{
+		Connection:             conn,
+		Create:                 pulumi.String(StageScript(stage)),
+		Stdin:                  args.Spec,
+		AddPreviousOutputInEnv: pulumi.Bool(false),
+		Triggers:               triggers,
+	}, p, pulumi.DependsOn(args.DependsOn))
+	if err != nil {
+		return nil, err
+	}
 	binCopy, err := remote.NewCopyToRemote(ctx, name+"-agent", &remote.CopyToRemoteArgs{
 		Connection: conn,
 		Source:     pulumi.NewFileAsset(args.AgentBinary),
 		RemotePath: pulumi.String(path.Join(stage, "agentkeys-hostagent")),
-		Triggers:   pulumi.Array{pulumi.String(args.AgentHash)},
-	}, p, deps)
-	if err != nil {
-		return nil, err
-	}
-	specCopy, err := remote.NewCopyToRemote(ctx, name+"-spec", &remote.CopyToRemoteArgs{
-		Connection: conn,
-		Source: args.Spec.ToStringOutput().ApplyT(func(s string) pulumi.AssetOrArchive {
-			return pulumi.NewStringAsset(s)
-		}).(pulumi.AssetOrArchiveOutput),
-		RemotePath: pulumi.String(path.Join(stage, "hostspec.json")),
-		Triggers:   pulumi.Array{args.Spec},
-	}, p, deps)
+		Triggers:   triggers,
+	}, p, pulumi.DependsOn([]pulumi.Resource{staged}))
 	if err != nil {
 		return nil, err
 	}
 	c.Apply, err = remote.NewCommand(ctx, name+"-apply", &remote.CommandArgs{
 		Connection:             conn,
-		Create:                 pulumi.String(ApplyScript(args.User)),
+		Create:                 pulumi.String(ApplyScript(stage)),
 		AddPreviousOutputInEnv: pulumi.Bool(false),
-		Triggers:               pulumi.Array{pulumi.String(args.AgentHash), args.Spec, pulumi.String(args.Redeploy)},
-	}, p, pulumi.DependsOn(append([]pulumi.Resource{binCopy, specCopy}, args.DependsOn...)))
+		Triggers:               triggers,
+	}, p, pulumi.DependsOn(append([]pulumi.Resource{staged, binCopy}, args.DependsOn...)))
 	if err != nil {
 		return nil, err
 	}

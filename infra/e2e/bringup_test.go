@@ -142,10 +142,12 @@ func TestDeclaredBringUpOverSSH(t *testing.T) {
 	_, machineHadAgentkeys := os.Stat("/etc/agentkeys")
 
 	steps := bringUpSteps(t, declare(t, "test-2", vals, ""))
-	require.Len(t, steps, 3, "two copies and the apply command")
-	assert.True(t, steps[0].isCopy() && steps[1].isCopy() && !steps[2].isCopy(), "copies before the command")
+	require.Len(t, steps, 3, "stage, copy the agent, apply")
+	stageDir := components.StageDir(sshUser, "test-2")
+	assert.Equal(t, components.StageScript(stageDir), steps[0].Script, "the stage command comes first")
+	assert.True(t, steps[1].isCopy() && steps[1].Path == stageDir+"/agentkeys-hostagent", "then the agent copy: %+v", steps[1].Path)
 	apply := steps[2]
-	assert.Equal(t, components.ApplyScript(sshUser), apply.Script)
+	assert.Equal(t, components.ApplyScript(stageDir), apply.Script)
 	assert.Contains(t, apply.Script, "sudo -n /usr/local/bin/agentkeys-hostagent apply --spec /etc/agentkeys/hostspec.json --json")
 	for _, s := range steps {
 		assert.Equal(t, connection{Host: hostAddr, Port: 22, User: sshUser, PrivateKey: f.h.UserKey, HostKey: f.h.HostKey}, s.Conn,
@@ -185,15 +187,15 @@ func TestDeclaredBringUpOverSSH(t *testing.T) {
 	assert.Zero(t, sum.Counters.ACMEOrders)
 	assert.Positive(t, sum.Counters.FilesWritten)
 
-	agentBin := steps[0].Content
+	agentBin := steps[1].Content
 	installed, err := os.ReadFile(filepath.Join(f.h.Bin, "agentkeys-hostagent"))
 	require.NoError(t, err)
 	assert.Equal(t, agentBin, installed, "the declared agent binary is what sudo installed")
 	assertOwnerMode(t, filepath.Join(f.h.Bin, "agentkeys-hostagent"), 0, 0o755)
 	specFile := filepath.Join(f.h.Etc, "agentkeys", "hostspec.json")
 	assertOwnerMode(t, specFile, 0, 0o600)
-	for _, s := range steps[:2] {
-		assertOwnerMode(t, filepath.Join(f.h.Home, strings.TrimPrefix(s.Path, "/home/")), testUID, -1)
+	for _, p := range []string{stageDir, stageDir + "/agentkeys-hostagent", stageDir + "/hostspec.json"} {
+		assertOwnerMode(t, filepath.Join(f.h.Home, strings.TrimPrefix(p, "/home/")), testUID, -1)
 	}
 	assert.FileExists(t, filepath.Join(f.h.Root, "etc/systemd/system/agentkeys-broker.service"), "the agent converged the sandbox root named by sshd's SetEnv")
 	checkout := filepath.Join(f.h.Root, sp.Source.Dir)
@@ -254,6 +256,13 @@ func TestDeclaredBringUpOverSSH(t *testing.T) {
 		r = replay(t, f.h, []remoteStep{probe}, time.Minute)[0]
 		require.NoError(t, r.Err, r.Stderr)
 		assert.Equal(t, f.h.Root+"\ndropped\n", r.Stdout, "env_reset drops it without env_keep")
+	})
+
+	t.Run("a copy into a missing directory fails, as the provider's sftp copy does", func(t *testing.T) {
+		probe := remoteStep{Name: "probe-copy", Conn: steps[1].Conn, Path: "/home/" + sshUser + "/no-such-dir/agent", Content: []byte("x")}
+		r := replay(t, f.h, []remoteStep{probe}, time.Minute)[0]
+		require.Error(t, r.Err)
+		assert.Contains(t, r.Err.Error(), "failed to create remote file")
 	})
 
 	t.Run("a host key that does not match is refused", func(t *testing.T) {

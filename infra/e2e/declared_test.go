@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pkg/sftp"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"golang.org/x/crypto/ssh"
 
@@ -102,6 +103,7 @@ type remoteStep struct {
 	Path    string // copy: remotePath
 	Content []byte // copy: the asset's bytes
 	Script  string // command: create
+	Stdin   string // command: stdin
 	Env     map[string]string
 }
 
@@ -212,6 +214,7 @@ func bringUpSteps(t *testing.T, p *plan.Plan) []remoteStep {
 			if s.Script == "" {
 				t.Fatalf("%s: no create script", r.Name)
 			}
+			s.Stdin = str(raw, "stdin")
 			if env := plain(raw["environment"]); env.IsObject() {
 				s.Env = map[string]string{}
 				for k, v := range env.ObjectValue() {
@@ -224,19 +227,20 @@ func bringUpSteps(t *testing.T, p *plan.Plan) []remoteStep {
 	return out
 }
 
-// declaredSpec is the host spec the program copies to the host.
+// declaredSpec is the host spec the program stages on the host (the stage
+// command's stdin).
 func declaredSpec(t *testing.T, steps []remoteStep) *spec.HostSpec {
 	t.Helper()
 	for _, s := range steps {
-		if s.isCopy() && path.Base(s.Path) == "hostspec.json" {
-			sp, err := spec.Decode(bytes.NewReader(s.Content))
+		if !s.isCopy() && s.Stdin != "" {
+			sp, err := spec.Decode(strings.NewReader(s.Stdin))
 			if err != nil {
 				t.Fatalf("declared host spec: %v", err)
 			}
 			return sp
 		}
 	}
-	t.Fatal("no host spec among the declared copies")
+	t.Fatal("no declared command passes the host spec on stdin")
 	return nil
 }
 
@@ -280,12 +284,42 @@ type result struct {
 	Err            error
 }
 
-func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+// sftpCopy does what pulumi-command's CopyToRemote does with a file asset:
+// over the sftp subsystem, into dest (or dest/<name> when dest is a
+// directory), creating the file but no missing parent directory.
+func sftpCopy(cl *ssh.Client, s remoteStep) (r result) {
+	r.Name = s.Name
+	start := time.Now()
+	defer func() { r.Took = time.Since(start) }()
+	sc, err := sftp.NewClient(cl, sftp.UseConcurrentWrites(true))
+	if err != nil {
+		r.Err = fmt.Errorf("sftp subsystem: %w", err)
+		return r
+	}
+	defer sc.Close()
+	dest := s.Path
+	if st, err := sc.Stat(dest); err == nil && st.IsDir() {
+		dest = path.Join(dest, path.Base(s.Path))
+	}
+	f, err := sc.Create(dest)
+	if err != nil {
+		r.Err = fmt.Errorf("failed to create remote file %s: %w", dest, err)
+		return r
+	}
+	defer f.Close()
+	if _, err := f.ReadFrom(bytes.NewReader(s.Content)); err != nil {
+		r.Err = fmt.Errorf("copy to %s: %w", dest, err)
+	}
+	return r
+}
 
-// run executes one declared step over a new session, bounded by ctx. A copy
-// does what pulumi-command's sftp copy does: create the parent directories
-// and write the file (as the SSH user). A command runs its script verbatim.
+// run executes one declared step over a new session, bounded by ctx: a copy
+// through sftp as the provider does, a command's script verbatim with its
+// declared stdin.
 func run(ctx context.Context, cl *ssh.Client, s remoteStep) result {
+	if s.isCopy() {
+		return sftpCopy(cl, s)
+	}
 	r := result{Name: s.Name}
 	sess, err := cl.NewSession()
 	if err != nil {
@@ -296,9 +330,8 @@ func run(ctx context.Context, cl *ssh.Client, s remoteStep) result {
 	var out, errb bytes.Buffer
 	sess.Stdout, sess.Stderr = &out, &errb
 	cmdline := s.Script
-	if s.isCopy() {
-		sess.Stdin = bytes.NewReader(s.Content)
-		cmdline = fmt.Sprintf("mkdir -p %s && cat > %s", shq(path.Dir(s.Path)), shq(s.Path))
+	if s.Stdin != "" {
+		sess.Stdin = strings.NewReader(s.Stdin)
 	}
 	for k, v := range s.Env {
 		if err := sess.Setenv(k, v); err != nil {

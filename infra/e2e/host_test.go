@@ -157,6 +157,7 @@ func startHost(t *testing.T, user string) *host {
 		"PermitRootLogin no",
 		"AllowUsers " + user,
 		"SetEnv " + hostagentRootEnv + "=" + h.Root,
+		"Subsystem sftp internal-sftp",
 		"LogLevel VERBOSE",
 		"",
 	}, "\n"), 0o600)

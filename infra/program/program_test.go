@@ -235,12 +235,22 @@ func TestHostBringUpDeclaresExactRemoteCommands(t *testing.T) {
 	apply := one(t, p, "command:remote:Command", "-apply")
 	script := apply.Inputs["create"].(string)
 	assert.Contains(t, script, "sudo -n /usr/local/bin/agentkeys-hostagent apply --spec /etc/agentkeys/hostspec.json --json")
-	assert.Contains(t, script, "/home/admin/.agentkeys-deploy/agentkeys-hostagent")
+	assert.Contains(t, script, "/home/admin/.agentkeys-deploy/test-2/agentkeys-hostagent")
 	assert.Equal(t, plan.Secret, apply.Inputs["connection"], "the connection (with its key) is secret")
 	triggers := apply.Inputs["triggers"].([]any)
-	require.Len(t, triggers, 3, "agent hash, spec, redeploy")
-	specCopy := one(t, p, "command:remote:CopyToRemote", "-spec")
-	assert.Equal(t, "/home/admin/.agentkeys-deploy/hostspec.json", specCopy.Inputs["remotePath"])
+	require.Len(t, triggers, 4, "agent hash, spec, redeploy, instance id")
+	assert.Equal(t, "i-00000000000000003", triggers[3], "a replaced EC2 behind the same EIP is converged")
+	// The spec reaches the host on the stage command's stdin: pulumi-command
+	// v1.2.1 copies path-based assets only, and creates no parent directory.
+	stage := one(t, p, "command:remote:Command", "-stage")
+	assert.Contains(t, stage.Inputs["create"], "mkdir -p /home/admin/.agentkeys-deploy/test-2\n")
+	assert.Equal(t, triggers[1], stage.Inputs["stdin"], "the staged spec is the triggering spec")
+	assert.Equal(t, triggers, stage.Inputs["triggers"])
+	agentCopy := one(t, p, "command:remote:CopyToRemote", "-agent")
+	assert.Equal(t, "/home/admin/.agentkeys-deploy/test-2/agentkeys-hostagent", agentCopy.Inputs["remotePath"])
+	assert.Equal(t, triggers, agentCopy.Inputs["triggers"], "a redeploy restages the agent too")
+	assert.Len(t, p.Find("command:remote:CopyToRemote", ""), 1, "no text-asset copy")
+	assert.True(t, p.DependsOn(agentCopy.URN, stage.URN) && p.DependsOn(apply.URN, agentCopy.URN), "stage, copy, apply")
 
 	// The same config gives the same triggers: no re-run without a change.
 	again, _ := deploy(t, "test-2", true, func(v map[string]string) { v["agentkeys:sshUser"] = "admin" })
