@@ -297,6 +297,9 @@ var CIReadActions = []string{
 	"s3:ListAllMyBuckets", "s3:ListBucket",
 	"ses:Describe*", "ses:Get*", "ses:List*",
 	"ssm:DescribeInstanceInformation", "ssm:GetCommandInvocation", "ssm:ListCommandInvocations", "ssm:ListCommands",
+	// The account stack resolves SecretsKeyAlias (kms.LookupAlias); ListAliases
+	// has no resource-level scope and reveals only alias names and key ids.
+	"kms:ListAliases",
 }
 
 // ManagedPolicyMaxChars is IAM's size limit of one managed policy
@@ -398,14 +401,21 @@ func CIDeployPolicies(f naming.Fork, b CIBackend, maxSlot int) ([]CIPolicy, erro
 				"ForAllValues:StringLike":   {"route53:ChangeResourceRecordSetsNormalizedRecordNames": p.RecordNames},
 				"ForAllValues:StringEquals": {"route53:ChangeResourceRecordSetsRecordTypes": []string{"A", "CNAME", "MX", "TXT"}},
 			}},
+		// An EIP is allocated with its test Name tag in the request itself
+		// (TagSpecifications), which EC2 also authorises as ec2:CreateTags
+		// with ec2:CreateAction; both carry the tag, so no untagged or
+		// prod-named EIP can be made.
 		{Sid: "AllocateTestEIPTagged", Effect: allow,
 			Action:    "ec2:AllocateAddress",
 			Resource:  ec2ARN + "elastic-ip/*",
 			Condition: map[string]map[string]any{"StringLike": {"aws:RequestTag/Name": p.EIPTags}}},
 		{Sid: "TagOnAllocate", Effect: allow,
-			Action:    "ec2:CreateTags",
-			Resource:  ec2ARN + "elastic-ip/*",
-			Condition: map[string]map[string]any{"StringEquals": {"ec2:CreateAction": "AllocateAddress"}}},
+			Action:   "ec2:CreateTags",
+			Resource: ec2ARN + "elastic-ip/*",
+			Condition: map[string]map[string]any{
+				"StringEquals": {"ec2:CreateAction": "AllocateAddress"},
+				"StringLike":   {"aws:RequestTag/Name": p.EIPTags},
+			}},
 		{Sid: "TestEIPs", Effect: allow,
 			Action:    []string{"ec2:AssociateAddress", "ec2:CreateTags", "ec2:DisassociateAddress", "ec2:ReleaseAddress"},
 			Resource:  ec2ARN + "elastic-ip/*",

@@ -53,6 +53,33 @@ func TestCIDeployRoleDecisions(t *testing.T) {
 	as(allowed, "read prod bucket policy (refresh)", "s3:GetBucketPolicy", naming.BucketARN(prod.DataBuckets["vault"]), nil)
 	as(allowed, "write test-7 state", "s3:PutObject", state+"/.pulumi/stacks/agentkeys/test-7.json", nil)
 	as(allowed, "read prod state (preview)", "s3:GetObject", state+"/.pulumi/stacks/agentkeys/prod.json", nil)
+	// The account stack's preview resolves the secrets key's alias.
+	as(allowed, "list KMS aliases (kms.LookupAlias)", "kms:ListAliases", "*", nil)
+
+	// EIPs are allocated with their Name tag in the request (TagSpecifications):
+	// EC2 authorises AllocateAddress and a CreateTags with ec2:CreateAction.
+	eip := "arn:aws:ec2:us-east-1:" + a + ":elastic-ip/eipalloc-0123456789abcdef0"
+	tagReq := func(name string) map[string]any {
+		return map[string]any{"aws:RequestTag/Name": name, "aws:TagKeys": []string{"Name"}}
+	}
+	onAllocate := func(name string) map[string]any {
+		c := tagReq(name)
+		c["ec2:CreateAction"] = "AllocateAddress"
+		return c
+	}
+	for _, tn := range []naming.Names{t7, t1} {
+		as(allowed, "allocate "+tn.EIPTag, "ec2:AllocateAddress", eip, tagReq(tn.EIPTag))
+		as(allowed, "tag on allocate "+tn.EIPTag, "ec2:CreateTags", eip, onAllocate(tn.EIPTag))
+	}
+	for _, p := range []naming.Names{prod, base} {
+		as(denied, "allocate "+p.EIPTag, "ec2:AllocateAddress", eip, tagReq(p.EIPTag))
+		as(denied, "tag on allocate "+p.EIPTag, "ec2:CreateTags", eip, onAllocate(p.EIPTag))
+	}
+	as(denied, "allocate an untagged EIP", "ec2:AllocateAddress", eip, nil)
+	as(denied, "allocate with another tag only", "ec2:AllocateAddress", eip, map[string]any{"aws:RequestTag/Owner": t7.EIPTag, "aws:TagKeys": []string{"Owner"}})
+	as(denied, "tag on allocate without a Name", "ec2:CreateTags", eip, map[string]any{"ec2:CreateAction": "AllocateAddress"})
+	as(denied, "tag on another create action", "ec2:CreateTags", eip, map[string]any{
+		"ec2:CreateAction": "RunInstances", "aws:RequestTag/Name": t7.EIPTag, "aws:TagKeys": []string{"Name"}})
 	// KMS needs the key policy too: the default one bootstrap-state.sh leaves
 	// in place delegates to IAM.
 	keyPolicy := map[string]any{"Version": "2012-10-17", "Statement": []any{map[string]any{

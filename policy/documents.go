@@ -38,13 +38,6 @@ func SESIdentityARNs(n naming.Names) []string {
 	return []string{base + n.MailDomain, base + "*@" + n.MailDomain}
 }
 
-// ReceiptRuleSourceARN is the aws:SourceArn pattern SES writes with: any rule
-// of the shared set. The exact rule ARN broke rule creation (aws-cdk #30375)
-// because SES test-writes before the rule exists; aws:SourceAccount pins the account.
-func ReceiptRuleSourceARN(n naming.Names) string {
-	return "arn:aws:ses:" + n.Region + ":" + acct(n) + ":receipt-rule-set/" + n.RuleSet + ":receipt-rule/*"
-}
-
 // DaemonUser: the runtime user can do exactly one thing, assume its data role.
 func DaemonUser(n naming.Names) Document {
 	return Document{Version: Version, Statement: []Statement{{
@@ -63,11 +56,18 @@ func SSHUser(n naming.Names, instanceID string) Document {
 }
 
 // StaticTrust (§4.2) is the pre-federation trust of the data and class roles:
-// the stack's daemon user may assume them, and cannot tag the session.
+// the stack's runtime principals may assume them, and cannot tag the session.
+// Those are the daemon user (static key) and, when the broker runs on EC2,
+// the host role (§6: runtime credentials from IMDS, so the daemon never holds
+// a static key); the host role's AssumeDataRole grant is useless unless the
+// trust names it too. As with the daemon user, a same-account trust naming
+// the principal suffices, so both reach the class roles too until federation.
+// IAM checks that both principals exist when the trust is written, so the
+// role must wait for the user and the host role.
 func StaticTrust(n naming.Names) Document {
 	return Document{Version: Version, Statement: []Statement{{
-		Sid: "DaemonUserAssume", Effect: allow,
-		Principal: map[string]any{"AWS": n.DaemonUserARN},
+		Sid: "RuntimePrincipalsAssume", Effect: allow,
+		Principal: map[string]any{"AWS": []string{n.DaemonUserARN, n.HostRoleARN}},
 		Action:    "sts:AssumeRole",
 	}}}
 }
@@ -130,8 +130,13 @@ func denyInsecureTransport(bucket string) Statement {
 	}
 }
 
-// MailBucketPolicy (§3): TLS only; SES writes inbound/ for this account's
-// receipt rules; the data role reads.
+// MailBucketPolicy (§3): TLS only; SES writes inbound/ only for this stack's
+// receipt rule (aws:SourceArn is the exact rule ARN from naming, so another
+// stack's rule in the shared rule set cannot write here) in this account;
+// the data role reads. This is the condition AWS documents for SES receiving
+// (aws:SourceAccount plus the rule's ARN). The rule's name is fixed by
+// naming, so this policy can name the rule before it exists; the rule must be
+// created after the policy, since SES test-writes the bucket on creation.
 func MailBucketPolicy(n naming.Names) Document {
 	b := naming.BucketARN(n.MailBucket)
 	return Document{Version: Version, Statement: []Statement{
@@ -143,7 +148,7 @@ func MailBucketPolicy(n naming.Names) Document {
 			Resource:  b + "/inbound/*",
 			Condition: map[string]map[string]any{
 				"StringEquals": {"aws:SourceAccount": acct(n)},
-				"ArnLike":      {"aws:SourceArn": ReceiptRuleSourceARN(n)},
+				"ArnEquals":    {"aws:SourceArn": n.ReceiptRuleARN},
 			},
 		},
 		{

@@ -83,9 +83,11 @@ func TestDocumentsPerStack(t *testing.T) {
 				"arn:aws:ec2:us-east-1:" + acct + ":instance/" + instanceID(stack)})
 			eq(t, "ssh osuser", s.Condition, map[string]map[string]any{"StringEquals": {"ec2:osuser": "agentkey"}})
 
+			// Both runtime principals: the daemon user and, on EC2, the host role.
 			s = one(t, policy.StaticTrust(n))
-			eq(t, "static trust", [3]any{s.Effect, s.Principal, s.Action},
-				[3]any{"Allow", map[string]any{"AWS": "arn:aws:iam::" + acct + ":user/agentkeys-daemon" + w.sfx}, "sts:AssumeRole"})
+			eq(t, "static trust", [4]any{s.Effect, s.Principal, s.Action, s.Condition},
+				[4]any{"Allow", map[string]any{"AWS": []string{"arn:aws:iam::" + acct + ":user/agentkeys-daemon" + w.sfx,
+					"arn:aws:iam::" + acct + ":role/" + w.profile}}, "sts:AssumeRole", map[string]map[string]any(nil)})
 
 			s = one(t, policy.FederatedTrust(n))
 			eq(t, "federated principal", s.Principal, map[string]any{"Federated": "arn:aws:iam::" + acct + ":oidc-provider/" + w.host})
@@ -121,10 +123,14 @@ func TestDocumentsPerStack(t *testing.T) {
 			s = sid(t, d, "AllowSESWriteInbound")
 			eq(t, "ses write", [3]any{s.Principal, s.Action, s.Resource},
 				[3]any{map[string]any{"Service": "ses.amazonaws.com"}, "s3:PutObject", mail + "/inbound/*"})
+			// Only this stack's rule of the shared set, by its exact ARN.
 			eq(t, "ses write conditions", s.Condition, map[string]map[string]any{
 				"StringEquals": {"aws:SourceAccount": acct},
-				"ArnLike":      {"aws:SourceArn": "arn:aws:ses:us-east-1:" + acct + ":receipt-rule-set/agentkeys:receipt-rule/*"},
+				"ArnEquals":    {"aws:SourceArn": "arn:aws:ses:us-east-1:" + acct + ":receipt-rule-set/agentkeys:receipt-rule/agentkeys-inbound" + w.sfx},
 			})
+			if strings.Contains(d.JSON(), "receipt-rule/*") || strings.Contains(d.JSON(), "ArnLike") {
+				t.Errorf("mail bucket policy admits any receipt rule: %s", d.JSON())
+			}
 			if strings.Contains(d.JSON(), "aws:Referer") {
 				t.Error("mail bucket policy uses legacy aws:Referer")
 			}
@@ -201,7 +207,8 @@ func TestNoCrossStackReference(t *testing.T) {
 				continue
 			}
 			nb := names(t, b)
-			forbidden := []string{`"` + nb.DataRoleARN + `"`, `"` + nb.DaemonUserARN + `"`, `"` + nb.OIDCProviderARN + `"`,
+			forbidden := []string{`"` + nb.DataRoleARN + `"`, `"` + nb.DaemonUserARN + `"`, `"` + nb.HostRoleARN + `"`,
+				`"` + nb.OIDCProviderARN + `"`, `"` + nb.ReceiptRuleARN + `"`,
 				`"` + nb.BrokerHost + `:aud"`, ":::" + nb.MailBucket + `"`, ":::" + nb.MailBucket + "/", "identity/" + nb.MailDomain + `"`,
 				instanceID(b)}
 			for _, c := range naming.DataClasses {

@@ -200,12 +200,7 @@ func mailCells(m *matrix, stacks map[string]naming.Names, s string) {
 		m.add(denied, iamsim.Request{Name: s + "/mail: " + c.Name + " role get", Principal: classSession(n, c, "jwt-alice"), Action: "s3:GetObject",
 			Resource: objectARN(mb, "inbound/msg"), Context: tagCtx(str("alice"), true, nil), ResourcePolicy: mp})
 	}
-	sesCtx := func(account, rule string) map[string]any {
-		return map[string]any{"aws:SecureTransport": "true", "aws:SourceAccount": account,
-			"aws:SourceArn": "arn:aws:ses:us-east-1:" + account + ":receipt-rule-set/agentkeys:receipt-rule/" + rule}
-	}
-	m.add(allowed, iamsim.Request{Name: s + "/mail: SES writes inbound", Principal: "ses.amazonaws.com", Action: "s3:PutObject",
-		Resource: objectARN(mb, "inbound/msg"), Context: sesCtx(acct, n.ReceiptRule), ResourcePolicy: mp})
+	// SES writing with its own rule, and with other stacks' rules: sesRuleCells.
 	m.add(denied, iamsim.Request{Name: s + "/mail: SES writes outside inbound/", Principal: "ses.amazonaws.com", Action: "s3:PutObject",
 		Resource: objectARN(mb, "other/msg"), Context: sesCtx(acct, n.ReceiptRule), ResourcePolicy: mp})
 	otherSet := sesCtx(acct, n.ReceiptRule)
@@ -216,6 +211,36 @@ func mailCells(m *matrix, stacks map[string]naming.Names, s string) {
 		Resource: objectARN(mb, "inbound/msg"), Context: tls, ResourcePolicy: mp})
 	m.add(denied, iamsim.Request{Name: s + "/mail: SES for another account", Principal: "ses.amazonaws.com", Action: "s3:PutObject",
 		Resource: objectARN(mb, "inbound/msg"), Context: sesCtx("210987654321", n.ReceiptRule), ResourcePolicy: mp})
+}
+
+// sesCtx is the context of an SES write by receipt rule `rule` of the shared
+// set in account `account`, spelled out here rather than taken from naming.
+func sesCtx(account, rule string) map[string]any {
+	return map[string]any{"aws:SecureTransport": "true", "aws:SourceAccount": account,
+		"aws:SourceArn": "arn:aws:ses:us-east-1:" + account + ":receipt-rule-set/" + naming.SharedRuleSet + ":receipt-rule/" + rule}
+}
+
+// sesRuleCells: every stack's receipt rule lives in the one shared rule set,
+// and only stack s's own rule may write into s's mail bucket.
+func sesRuleCells(m *matrix, stacks map[string]naming.Names, s string) {
+	n := stacks[s]
+	for _, t := range sortedStacks(stacks) {
+		want, what := denied, "stack "+t+"'s rule"
+		if t == s {
+			want, what = allowed, "own rule"
+		}
+		m.add(want, iamsim.Request{Name: s + "/mail: SES writes inbound with " + what, Principal: "ses.amazonaws.com", Action: "s3:PutObject",
+			Resource: objectARN(n.MailBucket, "inbound/msg"), Context: sesCtx(acct, stacks[t].ReceiptRule), ResourcePolicy: policy.MailBucketPolicy(n)})
+	}
+}
+
+func sortedStacks(stacks map[string]naming.Names) []string {
+	var out []string
+	for s := range stacks {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // trustCells: who may assume and tag the data and class roles of stack s.
@@ -266,38 +291,51 @@ func trustCells(m *matrix, stacks map[string]naming.Names, s string) {
 		web(denied, "extra tag key", n.OIDCProviderARN, n.BrokerHost, webCtx(n.BrokerHost, naming.OIDCAudience, str("alice"),
 			[]string{naming.ActorTag, "admin"}))
 
-		// The daemon user: may assume under the static trust, never tag, and
-		// is no principal of the federated trust.
-		daemon := []iamsim.NamedPolicy{{Name: "daemon", Policy: policy.DaemonUser(n)}}
+		// The runtime principals, each with its own identity policy: the
+		// daemon user (static key) and the host role's EC2 session (§6).
+		// Under the static trust both may assume every role of their stack,
+		// neither may tag; the federated trust names neither; no other
+		// stack's runtime principal may assume under either trust. Every cell
+		// carries the role's trust, so a trust that does not name the caller
+		// fails the allowed cells.
 		tagged := map[string]any{policy.RequestTagKey: "bob", "aws:TagKeys": tagKeys}
-		m.add(denied, iamsim.Request{Name: s + "/" + rn + ": daemon user TagSession (federated trust)", Principal: n.DaemonUserARN,
-			Action: "sts:TagSession", Resource: role, Context: tagged, ResourcePolicy: fed, IdentityPolicies: daemon})
-		m.add(denied, iamsim.Request{Name: s + "/" + rn + ": daemon user TagSession (static trust)", Principal: n.DaemonUserARN,
-			Action: "sts:TagSession", Resource: role, Context: tagged, ResourcePolicy: static, IdentityPolicies: daemon})
-		m.add(denied, iamsim.Request{Name: s + "/" + rn + ": daemon user AssumeRole (federated trust)", Principal: n.DaemonUserARN,
-			Action: "sts:AssumeRole", Resource: role, Context: map[string]any{}, ResourcePolicy: fed, IdentityPolicies: daemon})
-		for t, nt := range stacks {
-			if t != s {
-				m.add(denied, iamsim.Request{Name: s + "/" + rn + ": stack " + t + " daemon user AssumeRole (static trust)", Principal: nt.DaemonUserARN,
-					Action: "sts:AssumeRole", Resource: role, Context: map[string]any{}, ResourcePolicy: static,
-					IdentityPolicies: []iamsim.NamedPolicy{{Name: "daemon", Policy: policy.DaemonUser(nt)}}})
+		for _, t := range sortedStacks(stacks) {
+			for _, r := range runtimes(stacks[t]) {
+				who := r.what
+				if t != s {
+					who = "stack " + t + " " + r.what
+				}
+				for _, tr := range []struct {
+					name string
+					doc  policy.Document
+				}{{"static", static}, {"federated", fed}} {
+					want := denied
+					if t == s && tr.name == "static" {
+						want = allowed
+					}
+					m.add(want, iamsim.Request{Name: fmt.Sprintf("%s/%s: %s AssumeRole (%s trust)", s, rn, who, tr.name), Principal: r.principal,
+						Action: "sts:AssumeRole", Resource: role, Context: map[string]any{}, ResourcePolicy: tr.doc, IdentityPolicies: r.identity})
+					if t == s {
+						m.add(denied, iamsim.Request{Name: fmt.Sprintf("%s/%s: %s TagSession (%s trust)", s, rn, who, tr.name), Principal: r.principal,
+							Action: "sts:TagSession", Resource: role, Context: tagged, ResourcePolicy: tr.doc, IdentityPolicies: r.identity})
+					}
+				}
 			}
 		}
 	}
-	// Pre-federation positive control: the daemon user assumes its data role.
-	m.add(allowed, iamsim.Request{Name: s + ": daemon user AssumeRole data role (static trust)", Principal: n.DaemonUserARN,
-		Action: "sts:AssumeRole", Resource: n.DataRoleARN, Context: map[string]any{}, ResourcePolicy: static,
-		IdentityPolicies: []iamsim.NamedPolicy{{Name: "daemon", Policy: policy.DaemonUser(n)}}})
-	// The host role (EC2) may assume only its own stack's data role.
-	hostSess := "arn:aws:sts::" + acct + ":assumed-role/" + n.HostRole + "/i-0abc"
-	for t, nt := range stacks {
-		want := denied
-		if t == s {
-			want = allowed
-		}
-		m.add(want, iamsim.Request{Name: s + ": host role AssumeRole " + t + " data role", Principal: hostSess,
-			Action: "sts:AssumeRole", Resource: nt.DataRoleARN, Context: map[string]any{},
-			IdentityPolicies: []iamsim.NamedPolicy{{Name: "host", Policy: policy.HostRoleInline(n)}}})
+}
+
+// runtime is a principal the broker runs as, with its identity policy.
+type runtime struct {
+	what, principal string
+	identity        []iamsim.NamedPolicy
+}
+
+// runtimes of stack n: the daemon user and an EC2 session of the host role.
+func runtimes(n naming.Names) []runtime {
+	return []runtime{
+		{"daemon user", n.DaemonUserARN, []iamsim.NamedPolicy{{Name: "daemon", Policy: policy.DaemonUser(n)}}},
+		{"host role", "arn:aws:sts::" + acct + ":assumed-role/" + n.HostRole + "/i-0abc", []iamsim.NamedPolicy{{Name: "host", Policy: policy.HostRoleInline(n)}}},
 	}
 }
 
@@ -308,6 +346,11 @@ func buildMatrix(t *testing.T) matrix {
 		s3Cells(&m, stacks, s)
 		mailCells(&m, stacks, s)
 		trustCells(&m, stacks, s)
+	}
+	// The receipt rule set is shared by every stack of the account, prod too.
+	rules := map[string]naming.Names{"prod": names(t, "prod"), "test": stacks["test"], "test-2": stacks["test-2"]}
+	for _, s := range sortedStacks(rules) {
+		sesRuleCells(&m, rules, s)
 	}
 	return m
 }
@@ -447,23 +490,47 @@ func TestIsolationMatrixDetectsWeakenedPolicies(t *testing.T) {
 		},
 		"static trust lets the daemon tag": func(d policy.Document) policy.Document {
 			return editStatements(d, func(s *policy.Statement) bool {
-				if s.Sid == "DaemonUserAssume" {
+				if s.Sid == "RuntimePrincipalsAssume" {
 					s.Action = []string{"sts:AssumeRole", "sts:TagSession"}
 				}
 				return true
 			})
 		},
-		"host role may assume any role": func(d policy.Document) policy.Document {
+		"static trust open to any principal": func(d policy.Document) policy.Document {
 			return editStatements(d, func(s *policy.Statement) bool {
-				if s.Sid == "AssumeDataRole" {
-					s.Resource = "arn:aws:iam::" + acct + ":role/*"
+				if s.Sid == "RuntimePrincipalsAssume" {
+					s.Principal = map[string]any{"AWS": "*"}
 				}
 				return true
 			})
 		},
-		"SES write from any rule set": dropCond("AllowSESWriteInbound", "ArnLike"),
+		// Another stack's data role trusts only its own principals, so a
+		// runtime principal (daemon user, host role: both carry
+		// AssumeDataRole) allowed every role still needs a trust that
+		// delegates to the account before it reaches one: weaken both.
+		"runtime may assume any role, trust delegates to account": func(d policy.Document) policy.Document {
+			return editStatements(d, func(s *policy.Statement) bool {
+				switch s.Sid {
+				case "AssumeDataRole":
+					s.Resource = "arn:aws:iam::" + acct + ":role/*"
+				case "RuntimePrincipalsAssume":
+					s.Principal = map[string]any{"AWS": "arn:aws:iam::" + acct + ":root"}
+				}
+				return true
+			})
+		},
+		"SES write from any rule of the shared set": func(d policy.Document) policy.Document {
+			return editStatements(d, func(s *policy.Statement) bool {
+				if s.Sid == "AllowSESWriteInbound" {
+					delete(s.Condition, "ArnEquals")
+					s.Condition["ArnLike"] = map[string]any{"aws:SourceArn": "arn:aws:ses:us-east-1:" + acct + ":receipt-rule-set/" + naming.SharedRuleSet + ":receipt-rule/*"}
+				}
+				return true
+			})
+		},
+		"SES write from any rule set": dropCond("AllowSESWriteInbound", "ArnEquals"),
 		"SES write unconditioned": func(d policy.Document) policy.Document {
-			return dropCond("AllowSESWriteInbound", "ArnLike")(dropCond("AllowSESWriteInbound", "StringEquals")(d))
+			return dropCond("AllowSESWriteInbound", "ArnEquals")(dropCond("AllowSESWriteInbound", "StringEquals")(d))
 		},
 	}
 	// One evaluator process for all mutants: node start-up dominates.
