@@ -22,6 +22,12 @@ type BrokerStackArgs struct {
 	HostSpec func(publicIP string) (string, error)
 	// Host configures the bring-up over SSH; nil leaves it pending (no key yet).
 	Host *BrokerHostArgs
+	// Provider is the stack's OIDC provider when the account already has it
+	// (LookupOIDCProvider): federation then stays on whatever a run reports.
+	Provider *ExistingProvider
+	// VerifyChain checks the broker's chain against the system roots when
+	// reading the thumbprint; off for staging or test CAs.
+	VerifyChain bool
 }
 
 // BrokerHostArgs configures the SSH bring-up of the broker host.
@@ -75,9 +81,11 @@ func NewBrokerStack(ctx *pulumi.Context, name string, args *BrokerStackArgs, opt
 		return nil, err
 	}
 
-	trustDeps := []pulumi.Resource{c.Principals.DaemonUser}
-	var trust pulumi.StringInput = pulumi.String(policy.StaticTrust(n).JSON())
-	federation := pulumi.String("pending: the broker host has not been brought up (agentkeys:sshPrivateKey is not set)").ToStringOutput()
+	// The static trust names the daemon user and the host role.
+	trustDeps := []pulumi.Resource{c.Principals.DaemonUser, c.Principals.HostRole}
+	static, federated := policy.StaticTrust(n).JSON(), policy.FederatedTrust(n).JSON()
+	serving := pulumi.Bool(false).ToBoolOutput() // no bring-up: never serving
+	var hostDeps []pulumi.Resource
 	if args.Host != nil {
 		spec := c.Network.PublicIp.ApplyT(func(ip string) (string, error) { return args.HostSpec(ip) }).(pulumi.StringOutput)
 		deps := []pulumi.Resource{c.Principals.InstanceProfile}
@@ -92,37 +100,57 @@ func NewBrokerStack(ctx *pulumi.Context, name string, args *BrokerStackArgs, opt
 		}, p); err != nil {
 			return nil, err
 		}
-		// The provider follows the bring-up; its thumbprint is read from the
-		// live chain only once the agent saw the broker serve TLS.
-		thumbs := c.Host.BrokerTLS.ApplyT(func(ok bool) ([]string, error) {
-			if !ok {
-				return nil, nil
-			}
-			return liveThumbprint(ctx, n.BrokerHost)
-		}).(pulumi.StringArrayOutput)
-		if c.Federation, err = NewOidcFederation(ctx, name+"-oidc", &OidcFederationArgs{
-			Names: n, Thumbprints: thumbs, DependsOn: []pulumi.Resource{c.Host},
-		}, p); err != nil {
-			return nil, err
+		serving, hostDeps = c.Host.BrokerTLS, []pulumi.Resource{c.Host}
+	}
+	// The thumbprint comes from the live chain when the broker serves TLS,
+	// else it stays what the account has (an update cannot clear it).
+	var kept []string
+	if args.Provider != nil {
+		kept = args.Provider.Thumbprints
+	}
+	thumbs := serving.ApplyT(func(ok bool) ([]string, error) {
+		if !ok {
+			return kept, nil
 		}
-		trustDeps = append(trustDeps, c.Federation.Provider)
-		// Roles keep the static trust (§4.2) until the broker serves TLS, then
-		// trust only this stack's provider (§9.3).
-		trust = c.Host.BrokerTLS.ApplyT(func(ok bool) string {
-			if ok {
-				return policy.FederatedTrust(n).JSON()
+		return liveThumbprint(ctx, n.BrokerHost, args.VerifyChain)
+	}).(pulumi.StringArrayOutput)
+	if c.Federation, err = NewOidcFederation(ctx, name+"-oidc", &OidcFederationArgs{
+		Names: n, Thumbprints: thumbs, Existing: args.Provider, Serving: serving, DependsOn: hostDeps,
+	}, p); err != nil {
+		return nil, err
+	}
+	// Roles keep the static trust (§4.2) until the provider exists, then trust
+	// only it (§9.3); the document follows the provider's ARN, so it waits for it.
+	trust := c.Federation.ProviderArn.ApplyT(func(arn string) string {
+		if arn != "" {
+			return federated
+		}
+		return static
+	}).(pulumi.StringOutput)
+	var federation pulumi.StringOutput
+	switch {
+	case args.Provider != nil && c.Host != nil:
+		federation = c.Host.Status.ApplyT(func(st string) string {
+			if st == "healthy" {
+				return "active: roles trust only " + n.OIDCProviderARN
 			}
-			return policy.StaticTrust(n).JSON()
+			return "active: roles trust only " + n.OIDCProviderARN + " (this run's bring-up: " + st + ")"
 		}).(pulumi.StringOutput)
+	case args.Provider != nil:
+		federation = pulumi.String("active: roles trust only " + n.OIDCProviderARN).ToStringOutput()
+	case c.Host != nil:
 		federation = c.Host.Status.ApplyT(func(st string) string {
 			if st == "healthy" {
 				return "active: roles trust only " + n.OIDCProviderARN
 			}
 			return "pending: roles keep the static trust until the broker serves TLS (" + st + ")"
 		}).(pulumi.StringOutput)
+	default:
+		federation = pulumi.String("pending: the broker host has not been brought up (agentkeys:sshPrivateKey is not set)").ToStringOutput()
 	}
 	if c.DataRole, err = NewDataRole(ctx, name+"-data", &DataRoleArgs{
 		Names: n, TrustPolicy: trust, TrustDependsOn: trustDeps, PermissionsBoundary: args.PermissionsBoundary,
+		FederatedNow: c.Federation.Active,
 	}, p); err != nil {
 		return nil, err
 	}
@@ -189,8 +217,8 @@ func NewBrokerStack(ctx *pulumi.Context, name string, args *BrokerStackArgs, opt
 
 // liveThumbprint reads the chain https://host serves and returns the SHA-1
 // of its top intermediate CA.
-func liveThumbprint(ctx *pulumi.Context, host string) ([]string, error) {
-	r, err := tls.GetCertificate(ctx, &tls.GetCertificateArgs{Url: pulumi.StringRef("https://" + host), VerifyChain: pulumi.BoolRef(true)})
+func liveThumbprint(ctx *pulumi.Context, host string, verify bool) ([]string, error) {
+	r, err := tls.GetCertificate(ctx, &tls.GetCertificateArgs{Url: pulumi.StringRef("https://" + host), VerifyChain: pulumi.BoolRef(verify)})
 	if err != nil {
 		return nil, fmt.Errorf("reading the certificate chain of https://%s: %w", host, err)
 	}

@@ -185,6 +185,9 @@ type HostHealth struct {
 // discovery through nginx over TLS (agent.HealthBrokerTLS).
 func ParseHealth(summary string) HostHealth {
 	var s agent.Summary
+	if strings.TrimSpace(summary) == "" {
+		return HostHealth{Reason: "the host bring-up has not run yet"}
+	}
 	if err := json.Unmarshal([]byte(summary), &s); err != nil {
 		return HostHealth{Reason: "the host agent's summary is not JSON: " + err.Error()}
 	}

@@ -24,6 +24,9 @@ type DataRoleArgs struct {
 	// PermissionsBoundary caps the stack's roles and users (test stacks: the
 	// account stack's agentkeys-test-boundary, which CI requires).
 	PermissionsBoundary string
+	// FederatedNow, when set, declares the inline grant only while it is
+	// false: after federation the bucket policy alone grants (§9.5).
+	FederatedNow pulumi.BoolOutput
 }
 
 // DataRole is agentkeys-data-role<sfx> with its inline grant (§4.2): mail
@@ -56,7 +59,7 @@ func NewDataRole(ctx *pulumi.Context, name string, args *DataRoleArgs, opts ...p
 	if args.TrustPolicy != nil {
 		doc = args.TrustPolicy
 	}
-	if c.Role, err = declareDataRole(ctx, name, c, args.Names, doc, args.TrustDependsOn, args.PermissionsBoundary); err != nil {
+	if c.Role, err = declareDataRole(ctx, name, c, args.Names, doc, args.TrustDependsOn, args.PermissionsBoundary, args.FederatedNow); err != nil {
 		return nil, err
 	}
 	c.RoleArn = c.Role.Arn
@@ -66,8 +69,9 @@ func NewDataRole(ctx *pulumi.Context, name string, args *DataRoleArgs, opts ...p
 	})
 }
 
-// declareDataRole declares the role and its inline grant under parent.
-func declareDataRole(ctx *pulumi.Context, name string, parent pulumi.Resource, n naming.Names, trust pulumi.StringInput, deps []pulumi.Resource, boundary string) (*iam.Role, error) {
+// declareDataRole declares the role and its inline grant under parent; with
+// a federated output, the grant exists only while that output is false.
+func declareDataRole(ctx *pulumi.Context, name string, parent pulumi.Resource, n naming.Names, trust pulumi.StringInput, deps []pulumi.Resource, boundary string, federated pulumi.BoolOutput) (*iam.Role, error) {
 	p := pulumi.Parent(parent)
 	role, err := iam.NewRole(ctx, name+"-data-role", &iam.RoleArgs{
 		Name:                pulumi.String(n.DataRole),
@@ -77,11 +81,23 @@ func declareDataRole(ctx *pulumi.Context, name string, parent pulumi.Resource, n
 	if err != nil {
 		return nil, err
 	}
-	if _, err = iam.NewRolePolicy(ctx, name+"-data-role-policy", &iam.RolePolicyArgs{
-		Role: role.Name, Name: pulumi.String("agentkeys-data-access"), Policy: pulumi.String(policy.DataRoleInline(n).JSON()),
-	}, p); err != nil {
-		return nil, err
+	inline := func() error {
+		_, err := iam.NewRolePolicy(ctx, name+"-data-role-policy", &iam.RolePolicyArgs{
+			Role: role.Name, Name: pulumi.String(n.DataRole + "-inline"), Policy: pulumi.String(policy.DataRoleInline(n).JSON()),
+		}, p)
+		return err
 	}
+	if federated == (pulumi.BoolOutput{}) {
+		return role, inline()
+	}
+	// Declared inside the apply: the grant is removed in the run that
+	// federates the role (spec §9.5 deletes ${ROLE}-inline).
+	federated.ApplyT(func(f bool) (bool, error) {
+		if f {
+			return true, nil
+		}
+		return false, inline()
+	})
 	return role, nil
 }
 

@@ -185,7 +185,13 @@ func NewNetwork(ctx *pulumi.Context, name string, args *NetworkArgs, opts ...pul
 	if args.ProdPosture {
 		eopts = append(eopts, pulumi.Protect(true))
 	}
-	eip, err := ec2.NewEip(ctx, name+"-eip", &ec2.EipArgs{Domain: pulumi.String("vpc")}, eopts...)
+	eargs := &ec2.EipArgs{Domain: pulumi.String("vpc")}
+	if !args.EIP.Adopt() {
+		// A new allocation carries its tags in the request: the CI role may
+		// allocate only addresses tagged for a test stack.
+		eargs.Tags = pulumi.StringMap{"Name": pulumi.String(n.EIPTag), "agentkeys:stack": pulumi.String(n.Stack.Name)}
+	}
+	eip, err := ec2.NewEip(ctx, name+"-eip", eargs, eopts...)
 	if err != nil {
 		return nil, err
 	}

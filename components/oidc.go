@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/agentkeys/agentkeys-infra/naming"
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/iam"
@@ -18,25 +19,59 @@ import (
 type OidcFederationArgs struct {
 	Names naming.Names
 	// Thumbprints is optional: ThumbprintList is optional in pulumi-aws
-	// v6.83.4 and AWS validates the JWKS host against its CA library, so it is
-	// left unset unless given. Once set it cannot be cleared by an update.
+	// v6.83.4 and AWS validates the JWKS host against its CA library. Once
+	// set it cannot be cleared by an update, so callers pass the existing
+	// list when the live chain cannot be read.
 	Thumbprints pulumi.StringArrayInput
-	// DependsOn gates the provider on the broker serving healthy TLS (the host
-	// bring-up): registering an issuer nobody serves breaks federation.
+	// Existing is the provider the account already has (LookupOIDCProvider):
+	// it is declared unconditionally, so federation never undoes itself.
+	Existing *ExistingProvider
+	// Serving gates the first creation: the provider is declared only once
+	// the host bring-up reports the broker serving OIDC discovery over TLS,
+	// because IAM fetches the issuer's certificate when it registers it.
+	// Unset (and no Existing): declared unconditionally.
+	Serving pulumi.BoolOutput
+	// DependsOn orders the provider after the host bring-up.
 	DependsOn []pulumi.Resource
 }
 
+// ExistingProvider is the stack's IAM OIDC provider as the account has it.
+type ExistingProvider struct {
+	Arn         string
+	Thumbprints []string
+}
+
+// LookupOIDCProvider reads the provider at arn; nil when the account has none.
+func LookupOIDCProvider(ctx *pulumi.Context, arn string, opts ...pulumi.InvokeOption) (*ExistingProvider, error) {
+	r, err := iam.LookupOpenIdConnectProvider(ctx, &iam.LookupOpenIdConnectProviderArgs{Arn: pulumi.StringRef(arn)}, opts...)
+	if err != nil {
+		if s := err.Error(); strings.Contains(s, "NoSuchEntity") || strings.Contains(s, "couldn't find resource") || strings.Contains(s, "not found") {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("looking up the OIDC provider %s: %w", arn, err)
+	}
+	if r == nil || r.Arn == "" {
+		return nil, nil
+	}
+	return &ExistingProvider{Arn: r.Arn, Thumbprints: r.ThumbprintLists}, nil
+}
+
 // OidcFederation is the IAM OIDC provider for the stack's broker issuer. The
-// federated trusts live on the roles (Principals, DataClassRole), which wait
-// for this provider when their Federated arg is set.
+// federated trusts live on the roles (DataRole, DataClassRole).
 type OidcFederation struct {
 	pulumi.ResourceState
 
-	Provider    *iam.OpenIdConnectProvider
+	// Provider is nil when its declaration waits for Serving.
+	Provider *iam.OpenIdConnectProvider
+	// ProviderArn is "" while the provider is not declared (first bring-up
+	// not serving TLS yet).
 	ProviderArn pulumi.StringOutput
+	// Active reports whether the provider is declared in this run.
+	Active pulumi.BoolOutput
 }
 
-// NewOidcFederation declares the OIDC provider for names.Issuer.
+// NewOidcFederation declares the OIDC provider for names.Issuer: always when
+// the account has it, else once Serving turns true.
 func NewOidcFederation(ctx *pulumi.Context, name string, args *OidcFederationArgs, opts ...pulumi.ResourceOption) (*OidcFederation, error) {
 	if args == nil || args.Names.Issuer == "" {
 		return nil, fmt.Errorf("oidc federation %s: Names with an issuer are required", name)
@@ -52,12 +87,30 @@ func NewOidcFederation(ctx *pulumi.Context, name string, args *OidcFederationArg
 	if args.Thumbprints != nil {
 		pargs.ThumbprintLists = args.Thumbprints
 	}
-	var err error
-	if c.Provider, err = iam.NewOpenIdConnectProvider(ctx, name+"-provider", pargs,
-		pulumi.Parent(c), pulumi.DependsOn(args.DependsOn)); err != nil {
-		return nil, err
+	declare := func() (*iam.OpenIdConnectProvider, error) {
+		return iam.NewOpenIdConnectProvider(ctx, name+"-provider", pargs, pulumi.Parent(c), pulumi.DependsOn(args.DependsOn))
 	}
-	c.ProviderArn = c.Provider.Arn
+	if args.Existing != nil || args.Serving == (pulumi.BoolOutput{}) {
+		var err error
+		if c.Provider, err = declare(); err != nil {
+			return nil, err
+		}
+		c.ProviderArn, c.Active = c.Provider.Arn, pulumi.Bool(true).ToBoolOutput()
+	} else {
+		// Declared inside the apply: a first-time provider exists only once
+		// the broker serves TLS; afterwards Existing declares it up front.
+		c.ProviderArn = args.Serving.ApplyT(func(ok bool) (pulumi.StringOutput, error) {
+			if !ok {
+				return pulumi.String("").ToStringOutput(), nil
+			}
+			p, err := declare()
+			if err != nil {
+				return pulumi.StringOutput{}, err
+			}
+			return p.Arn, nil
+		}).(pulumi.StringOutput)
+		c.Active = args.Serving
+	}
 	return c, ctx.RegisterResourceOutputs(c, pulumi.Map{
 		"providerArn": c.ProviderArn,
 		"issuer":      pulumi.String(args.Names.Issuer),

@@ -94,22 +94,11 @@ func NewPrincipals(ctx *pulumi.Context, name string, args *PrincipalsArgs, opts 
 			pulumi.AdditionalSecretOutputs([]string{"secret", "sesSmtpPasswordV4"}))
 		return u, k, err
 	}
-	if c.DaemonUser, c.DaemonKey, err = user("daemon", n.DaemonUser, "agentkeys-assume-data-role", policy.DaemonUser(n)); err != nil {
+	if c.DaemonUser, c.DaemonKey, err = user("daemon", n.DaemonUser, n.DaemonUser+"-assume-role", policy.DaemonUser(n)); err != nil {
 		return nil, err
 	}
 	if c.SSHUser, c.SSHKey, err = user("ssh", n.SSHUser, "agentkeys-instance-connect", policy.SSHUser(n, args.InstanceID)); err != nil {
 		return nil, err
-	}
-
-	if args.DeferDataRole {
-		c.DataRoleArn = pulumi.String(n.DataRoleARN).ToStringOutput()
-	} else {
-		// The static trust names the daemon user, which must exist first.
-		deps := append([]pulumi.Resource{c.DaemonUser}, args.TrustDependsOn...)
-		if c.DataRole, err = declareDataRole(ctx, name, c, n, pulumi.String(trust.JSON()), deps, args.PermissionsBoundary); err != nil {
-			return nil, err
-		}
-		c.DataRoleArn = c.DataRole.Arn
 	}
 
 	if c.HostRole, err = iam.NewRole(ctx, name+"-host-role", &iam.RoleArgs{
@@ -133,6 +122,18 @@ func NewPrincipals(ctx *pulumi.Context, name string, args *PrincipalsArgs, opts 
 		Name: pulumi.String(n.InstanceProfile), Role: c.HostRole.Name,
 	}, p); err != nil {
 		return nil, err
+	}
+
+	if args.DeferDataRole {
+		c.DataRoleArn = pulumi.String(n.DataRoleARN).ToStringOutput()
+	} else {
+		// The static trust names the daemon user and the host role, which
+		// must exist first.
+		deps := append([]pulumi.Resource{c.DaemonUser, c.HostRole}, args.TrustDependsOn...)
+		if c.DataRole, err = declareDataRole(ctx, name, c, n, pulumi.String(trust.JSON()), deps, args.PermissionsBoundary, pulumi.BoolOutput{}); err != nil {
+			return nil, err
+		}
+		c.DataRoleArn = c.DataRole.Arn
 	}
 
 	c.HostRoleArn = c.HostRole.Arn

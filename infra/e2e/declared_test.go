@@ -58,6 +58,10 @@ func declareWith(t *testing.T, stack string, vals map[string]string, summary str
 		"aws:ec2/getEips:getEips": func(resource.PropertyMap) (resource.PropertyMap, error) {
 			return resource.NewPropertyMapFromMap(map[string]any{"allocationIds": []any{}, "publicIps": []any{}}), nil
 		},
+		// A fresh account: no OIDC provider yet.
+		"aws:iam/getOpenIdConnectProvider:getOpenIdConnectProvider": func(args resource.PropertyMap) (resource.PropertyMap, error) {
+			return nil, fmt.Errorf("reading IAM OIDC Provider (%s): NoSuchEntity", args["arn"].StringValue())
+		},
 	}
 	for k, a := range extra {
 		answers[k] = a

@@ -27,8 +27,16 @@ func declareBroker(ctx *pulumi.Context, cfg *config.Config) (map[string]pulumi.I
 	for _, w := range eip.Warnings {
 		_ = ctx.Log.Warn(w, nil)
 	}
+	// Federation is sticky: a provider the account already has stays, and
+	// the roles keep trusting it whatever one bring-up reports.
+	provider, err := components.LookupOIDCProvider(ctx, n.OIDCProviderARN)
+	if err != nil {
+		return nil, err
+	}
 	args := &components.BrokerStackArgs{
-		Names: n, ProdPosture: cfg.Stack.ProdPosture(), InstanceID: cfg.InstanceID, EIP: eip,
+		Names: n, ProdPosture: cfg.Stack.ProdPosture(), InstanceID: cfg.InstanceID, EIP: eip, Provider: provider,
+		// Staging and test CAs are not in the system roots.
+		VerifyChain: cfg.ACMEDir == config.DefaultACMEDirectory,
 		HostSpec: func(ip string) (string, error) {
 			b, err := HostSpec(cfg, ip).Encode()
 			return string(b), err

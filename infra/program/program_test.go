@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"strings"
 	"testing"
@@ -74,6 +75,13 @@ func chain(t *testing.T) ([]any, string) {
 // reports brokerTLS, and returns what the program declared.
 func deploy(t *testing.T, stack string, brokerTLS bool, edit func(map[string]string)) (*plan.Plan, string) {
 	t.Helper()
+	return deployWith(t, stack, brokerTLS, nil, edit)
+}
+
+// deployWith is deploy in an account that already has the stack's OIDC
+// provider with these thumbprints (nil: no provider).
+func deployWith(t *testing.T, stack string, brokerTLS bool, existing []any, edit func(map[string]string)) (*plan.Plan, string) {
+	t.Helper()
 	raw, err := config.ReadStackFile("../..", stack)
 	require.NoError(t, err)
 	vals := map[string]string{}
@@ -93,6 +101,14 @@ func deploy(t *testing.T, stack string, brokerTLS bool, edit func(map[string]str
 		Answers: map[string]plan.Answer{
 			"aws:ec2/getEips:getEips": func(resource.PropertyMap) (resource.PropertyMap, error) {
 				return resource.NewPropertyMapFromMap(map[string]any{"allocationIds": []any{}, "publicIps": []any{}}), nil
+			},
+			"aws:iam/getOpenIdConnectProvider:getOpenIdConnectProvider": func(args resource.PropertyMap) (resource.PropertyMap, error) {
+				arn := args["arn"].StringValue()
+				assert.Equal(t, cfg.Names().OIDCProviderARN, arn)
+				if existing == nil {
+					return nil, fmt.Errorf("reading IAM OIDC Provider (%s): NoSuchEntity: not found", arn)
+				}
+				return resource.NewPropertyMapFromMap(map[string]any{"arn": arn, "url": cfg.Names().Issuer, "thumbprintLists": existing, "clientIdLists": []any{"sts.amazonaws.com"}}), nil
 			},
 			"tls:index/getCertificate:getCertificate": func(args resource.PropertyMap) (resource.PropertyMap, error) {
 				assert.Equal(t, cfg.Names().Issuer, args["url"].StringValue(), "the live TLS call reads the broker's own chain")
@@ -201,12 +217,38 @@ func TestFederationPendingUntilBrokerServesTLS(t *testing.T) {
 		}
 		assert.JSONEq(t, policy.StaticTrust(n).JSON(), doc, "%s keeps the static trust", r.Name)
 	}
-	provider := one(t, p, "aws:iam/openIdConnectProvider:OpenIdConnectProvider", "")
-	assert.Nil(t, provider.Inputs["thumbprintLists"], "no live TLS call while the broker has no certificate")
+	assert.Empty(t, p.Find("aws:iam/openIdConnectProvider:OpenIdConnectProvider", ""), "no provider before the broker serves TLS: IAM would fetch a certificate nobody serves")
+	assert.NotContains(t, p.Invokes, "tls:index/getCertificate:getCertificate", "no live TLS call while the broker has no certificate")
+	inline := one(t, p, "aws:iam/rolePolicy:RolePolicy", "data-role-policy")
+	assert.Equal(t, n.DataRole+"-inline", inline.Inputs["name"], "the static phase keeps the spec's inline grant")
 	fed := fmtOut(p, "federation")
 	assert.True(t, strings.HasPrefix(fed, "pending:"), fed)
 	assert.Contains(t, fed, "A record resolves to 198.51.100.7", "the reason is the agent's")
 	assert.Contains(t, fmtOut(p, "hostnames"), `"broker-test-2.example.org":"http-only: A record resolves to 198.51.100.7`)
+}
+
+// Once the account has the provider, the stack stays federated whatever one
+// bring-up reports: a failed TLS check never puts the static trust back.
+func TestFederationIsSticky(t *testing.T) {
+	n := names(t, "test-2")
+	kept := "0123456789abcdef0123456789abcdef01234567"
+	p, _ := deployWith(t, "test-2", false, []any{kept}, nil)
+	provider := one(t, p, "aws:iam/openIdConnectProvider:OpenIdConnectProvider", "")
+	assert.Equal(t, []any{kept}, provider.Inputs["thumbprintLists"], "the account's thumbprint is kept, never cleared")
+	for _, r := range p.Find("aws:iam/role:Role", "") {
+		if strings.Contains(r.Name, "host-role") {
+			continue
+		}
+		assert.JSONEq(t, policy.FederatedTrust(n).JSON(), r.Inputs["assumeRolePolicy"].(string), "%s stays federated", r.Name)
+	}
+	assert.Empty(t, p.Find("aws:iam/rolePolicy:RolePolicy", "data-role-policy"), "no broad inline grant after federation")
+	fed := fmtOut(p, "federation")
+	assert.True(t, strings.HasPrefix(fed, "active: roles trust only "+n.OIDCProviderARN+" (this run's bring-up: pending: "), fed)
+
+	// Serving again: the live thumbprint replaces the kept one.
+	p, thumb := deployWith(t, "test-2", true, []any{kept}, nil)
+	assert.Equal(t, []any{thumb}, one(t, p, "aws:iam/openIdConnectProvider:OpenIdConnectProvider", "").Inputs["thumbprintLists"])
+	assert.Equal(t, "active: roles trust only "+n.OIDCProviderARN, fmtOut(p, "federation"))
 }
 
 func TestOutputsAnOperatorNeeds(t *testing.T) {
