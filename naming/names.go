@@ -48,6 +48,9 @@ const OIDCAudience = "sts.amazonaws.com"
 // ActorTag is the session tag the broker's JWT carries for the actor omni.
 const ActorTag = "agentkeys_actor_omni"
 
+// EnvDir is the directory of the service env files on the broker host.
+const EnvDir = "/etc/agentkeys"
+
 // Names is every identifier of one stack.
 type Names struct {
 	Stack  Stack
@@ -85,8 +88,11 @@ type Names struct {
 	SSHUserARN      string
 	ReceiptRuleARN  string
 
-	BrokerEnvFile  string
-	WorkerEnvFiles map[string]string // worker -> /etc/agentkeys/worker-<x>.env
+	// On-host env files (each stack has its own host, so they do not vary by stack).
+	BrokerEnvFile     string            // /etc/agentkeys/broker.env
+	SignerEnvFile     string            // /etc/agentkeys/signer.env
+	MockServerEnvFile string            // /etc/agentkeys/mock-server.env
+	WorkerEnvFiles    map[string]string // worker -> /etc/agentkeys/worker-<x>.env
 
 	OperatorEnvFile string // the legacy scripts' file this stack replaces
 	BrokerHostEnv   string
@@ -163,10 +169,12 @@ func Derive(s Stack, f Fork) Names {
 	n.SSHUserARN = "arn:aws:iam::" + acct + ":user/" + n.SSHUser
 	n.ReceiptRuleARN = fmt.Sprintf("arn:aws:ses:%s:%s:receipt-rule-set/%s:receipt-rule/%s", region, acct, n.RuleSet, n.ReceiptRule)
 
-	n.BrokerEnvFile = "/etc/agentkeys/broker.env"
+	n.BrokerEnvFile = EnvDir + "/broker.env"
+	n.SignerEnvFile = EnvDir + "/signer.env"
+	n.MockServerEnvFile = EnvDir + "/mock-server.env"
 	n.WorkerEnvFiles = map[string]string{}
 	for _, w := range Workers {
-		n.WorkerEnvFiles[w] = "/etc/agentkeys/worker-" + WorkerEnvName(w) + ".env"
+		n.WorkerEnvFiles[w] = EnvDir + "/worker-" + WorkerEnvName(w) + ".env"
 	}
 	legacy := strings.TrimPrefix(s.Suffix, "-")
 	if legacy == "" {

@@ -42,13 +42,21 @@ func accountKeyErr(key, format string, a ...any) error {
 // ParseAccount validates raw (PULUMI_CONFIG's map) before anything is
 // declared; every error names the key and a valid example.
 func ParseAccount(raw map[string]string) (*Account, error) {
-	var unknown []string
+	var unknown, nearMiss []string
 	for k := range raw {
+		if ns, key, _ := strings.Cut(k, ":"); NearMissNamespace(ns) {
+			nearMiss = append(nearMiss, fmt.Sprintf("%s (did you mean %s:%s?)", k, Namespace, key))
+		}
 		if strings.HasPrefix(k, "agentkeys:") {
 			if _, ok := accountKeys[k]; !ok {
 				unknown = append(unknown, k)
 			}
 		}
+	}
+	if len(nearMiss) > 0 {
+		sort.Strings(nearMiss)
+		return nil, fmt.Errorf("stack %s: config keys %s are in a namespace nothing reads; the account stack reads %s:<key>",
+			naming.AccountStack, strings.Join(nearMiss, ", "), Namespace)
 	}
 	if len(unknown) > 0 {
 		sort.Strings(unknown)

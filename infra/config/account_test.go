@@ -35,6 +35,7 @@ func TestAccountConfigErrorsNameKeyAndExample(t *testing.T) {
 		"no branch nor env": {func(m map[string]string) { delete(m, "agentkeys:ciBranches"); delete(m, "agentkeys:ciEnvironments") }, "agentkeys:ciBranches"},
 		"max slot":          {func(m map[string]string) { m["agentkeys:maxTestSlot"] = "0" }, "agentkeys:maxTestSlot"},
 		"broker key":        {func(m map[string]string) { m["agentkeys:instanceId"] = "i-0123456789abcdef0" }, "agentkeys:instanceId"},
+		"near-miss ns":      {func(m map[string]string) { m["agentkey:githubRepo"] = "litentry/agentKeys" }, "agentkey:githubRepo (did you mean agentkeys:githubRepo?)"},
 	}
 	for name, c := range cases {
 		raw := accountRaw()

@@ -84,6 +84,16 @@ type key struct {
 	check    func(c *Config, v string) error
 }
 
+// exampleFor is k's example on stack st. The chain key has one valid value
+// per stack (the stack name decides it: naming.Chains, else
+// naming.DefaultChain), so its example is that value.
+func (k key) exampleFor(st naming.Stack) string {
+	if k.name == "chain" {
+		return st.Chain
+	}
+	return k.example
+}
+
 var (
 	zoneIDRe   = regexp.MustCompile(`^Z[0-9A-Z]{5,31}$`)
 	instanceRe = regexp.MustCompile(`^i-([0-9a-f]{8}|[0-9a-f]{17})$`)
@@ -184,7 +194,7 @@ var keys = []key{
 		}
 		return match(refRe, "a git branch, tag or commit")(v)
 	}},
-	{"chain", false, "heima", func(c *Config, v string) error {
+	{"chain", false, naming.DefaultChain, func(c *Config, v string) error {
 		if v != c.Stack.Chain {
 			return fmt.Errorf("says %q but stack %s runs chain %q; the stack name decides the chain: remove the key or use the stack of that chain", v, c.Stack.Name, c.Stack.Chain)
 		}
@@ -274,21 +284,32 @@ func Parse(stackName string, raw map[string]string) (*Config, error) {
 	known := map[string]bool{}
 	for _, k := range keys {
 		known[k.name] = true
+		ex := k.exampleFor(st)
 		v, ok := raw[Namespace+":"+k.name]
 		if !ok || strings.TrimSpace(v) == "" {
 			if k.required {
-				bad(k.name, k.example, fmt.Errorf("is required: pulumi config set %s:%s <value> --stack %s", Namespace, k.name, stackName))
+				bad(k.name, ex, fmt.Errorf("is required: pulumi config set %s:%s <value> --stack %s", Namespace, k.name, stackName))
 			}
 			continue
 		}
 		if err := k.check(c, v); err != nil {
-			bad(k.name, k.example, err)
+			bad(k.name, ex, err)
 		}
 	}
 	for _, full := range sortedKeys(raw) {
 		ns, k, _ := strings.Cut(full, ":")
 		if ns == Namespace && !known[k] {
 			bad(k, "one of "+strings.Join(Keys(), ", "), fmt.Errorf("is not a known key%s", suggest(k)))
+		}
+		if NearMissNamespace(ns) {
+			want := k
+			if !known[k] {
+				if best := closestKey(k); best != "" {
+					want = best
+				}
+			}
+			errs = append(errs, fmt.Sprintf("stack %s: config key %s is in namespace %q, which the program does not read; did you mean %s:%s? (pulumi config rm %s --stack %s, then set %s:%s)",
+				stackName, full, ns, Namespace, want, full, stackName, Namespace, want))
 		}
 	}
 	c.Fork.Region = DefaultRegion
@@ -338,16 +359,34 @@ func sortedKeys(m map[string]string) []string {
 
 // suggest names the known key closest to a mistyped one.
 func suggest(k string) string {
+	best := closestKey(k)
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf("; did you mean %s:%s?", Namespace, best)
+}
+
+// closestKey is the known key within edit distance 3 of k, or "".
+func closestKey(k string) string {
 	best, bestD := "", 4
 	for _, kk := range keys {
 		if d := distance(strings.ToLower(k), strings.ToLower(kk.name)); d < bestD {
 			best, bestD = kk.name, d
 		}
 	}
-	if best == "" {
-		return ""
+	return best
+}
+
+// NearMissNamespace reports whether config namespace ns looks like a
+// mistyped agentkeys (edit distance <= 2, or it starts with "agentkey"):
+// Pulumi passes such keys on, but nothing reads them, so they would be
+// silently ignored. Other namespaces (aws, pulumi, tls, command) are allowed.
+func NearMissNamespace(ns string) bool {
+	if ns == Namespace {
+		return false
 	}
-	return fmt.Sprintf("; did you mean %s:%s?", Namespace, best)
+	l := strings.ToLower(ns)
+	return strings.HasPrefix(l, "agentkey") || distance(l, Namespace) <= 2
 }
 
 func distance(a, b string) int {

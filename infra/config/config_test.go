@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/agentkeys/agentkeys-infra/naming"
 )
 
 func good() map[string]string {
@@ -71,8 +74,9 @@ func TestParseBadInputs(t *testing.T) {
 		{"broker host outside zone", "test-2", func(m map[string]string) { m["agentkeys:brokerHost"] = "broker.other.org" }, []string{"agentkeys:brokerHost", "inside zone example.org"}},
 		{"broker host of another stack", "test-2", func(m map[string]string) { m["agentkeys:brokerHost"] = "broker.example.org" }, []string{"agentkeys:brokerHost", "stack prod", "own issuer"}},
 		{"mail domain outside zone", "test-2", func(m map[string]string) { m["agentkeys:mailDomain"] = "bots.example.net" }, []string{"agentkeys:mailDomain"}},
-		{"chain contradicts base", "base", func(m map[string]string) { m["agentkeys:chain"] = "heima" }, []string{"stack base", "agentkeys:chain", "runs chain \"base\""}},
-		{"chain contradicts prod", "prod", func(m map[string]string) { m["agentkeys:chain"] = "base" }, []string{"agentkeys:chain"}},
+		{"chain contradicts base", "base", func(m map[string]string) { m["agentkeys:chain"] = "heima" }, []string{"stack base", "agentkeys:chain", "runs chain \"base\"", "(example: base)"}},
+		{"chain contradicts prod", "prod", func(m map[string]string) { m["agentkeys:chain"] = "base" }, []string{"agentkeys:chain", "(example: heima)"}},
+		{"chain contradicts test-2", "test-2", func(m map[string]string) { m["agentkeys:chain"] = "base" }, []string{"agentkeys:chain", "(example: heima)"}},
 		{"bad contract address", "test-2", func(m map[string]string) { m["agentkeys:contracts"] = `{"REGISTRY":"0x123"}` }, []string{"agentkeys:contracts", "REGISTRY", "20-byte"}},
 		{"contract with chain suffix", "base", func(m map[string]string) {
 			m["agentkeys:contracts"] = `{"REGISTRY_BASE":"0x1111111111111111111111111111111111111111"}`
@@ -155,4 +159,177 @@ func TestReadStackFileSecureAndObjects(t *testing.T) {
 	_, err = LoadFile(dir, "test-3")
 	require.Error(t, err)
 	assert.True(t, strings.Contains(err.Error(), "Pulumi.test-3.yaml does not exist"), err)
+}
+
+// TestChainExampleIsTheStacksChain: a wrong agentkeys:chain suggests the value
+// that stack needs, for every chain stack and the default-chain stacks.
+func TestChainExampleIsTheStacksChain(t *testing.T) {
+	stacks := map[string]string{"prod": naming.DefaultChain, "test": naming.DefaultChain, "test-2": naming.DefaultChain}
+	for name, chain := range naming.Chains {
+		stacks[name] = chain
+	}
+	for stack, chain := range stacks {
+		t.Run(stack, func(t *testing.T) {
+			raw := good()
+			raw["agentkeys:chain"] = "not-" + chain
+			_, err := Parse(stack, raw)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "(example: "+chain+")")
+			for _, other := range append([]string{naming.DefaultChain}, chainValues()...) {
+				if other != chain {
+					assert.NotContains(t, err.Error(), "(example: "+other+")")
+				}
+			}
+			raw["agentkeys:chain"] = chain
+			_, err = Parse(stack, raw)
+			assert.NoError(t, err, "the suggested value is accepted")
+		})
+	}
+}
+
+func chainValues() []string {
+	var out []string
+	for _, c := range naming.Chains {
+		out = append(out, c)
+	}
+	return out
+}
+
+// TestNearMissNamespace: keys in a namespace that looks like a mistyped
+// agentkeys are errors that name the key and the agentkeys: key meant; other
+// providers' namespaces stay allowed.
+func TestNearMissNamespace(t *testing.T) {
+	cases := []struct {
+		key  string
+		want string // "" = allowed
+	}{
+		{"agentkey:zone", "did you mean agentkeys:zone?"},
+		{"agentskeys:zone", "did you mean agentkeys:zone?"},
+		{"agentkeys-infra:zone", "did you mean agentkeys:zone?"},
+		{"agentkeyz:instanceId", "did you mean agentkeys:instanceId?"},
+		{"AgentKeys:zone", "did you mean agentkeys:zone?"},
+		{"agnetkeys:acmeEmail", "did you mean agentkeys:acmeEmail?"},
+		{"agentkey:instanceID", "did you mean agentkeys:instanceId?"}, // the key is corrected too
+		{"agentkeysinfra:redeploy", "did you mean agentkeys:redeploy?"},
+		{"aws:profile", ""},
+		{"pulumi:tags", ""},
+		{"tls:something", ""},
+		{"command:something", ""},
+		{"agent:zone", ""}, // distance 4: another project's namespace
+		{"keys:zone", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.key, func(t *testing.T) {
+			raw := good()
+			raw[tc.key] = "example.org"
+			_, err := Parse("test-2", raw)
+			if tc.want == "" {
+				assert.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "config key "+tc.key)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.Contains(t, err.Error(), "stack test-2")
+			assert.Len(t, err.(*Error).Problems, 1)
+		})
+	}
+}
+
+// TestSSHPrivateKeyMustBeSecret: a plain sshPrivateKey in a stack file, or
+// one the running program gets outside PULUMI_CONFIG_SECRET_KEYS, is an
+// error naming the key and the fix, and never printing the value.
+func TestSSHPrivateKeyMustBeSecret(t *testing.T) {
+	const pem = "-----BEGIN OPENSSH PRIVATE KEY-----\ns3cr3tbody\n-----END OPENSSH PRIVATE KEY-----\n"
+	const fix = "pulumi config set --secret agentkeys:sshPrivateKey < key.pem"
+	head := `config:
+  aws:region: us-east-1
+  agentkeys:accountId: "123456789012"
+  agentkeys:zone: example.org
+  agentkeys:parentZoneId: Z0EXAMPLE0ZONE0ID
+  agentkeys:instanceId: i-00000000000000003
+`
+	files := []struct {
+		name, doc string
+		wantErr   bool
+	}{
+		{"plain scalar", head + "  agentkeys:sshPrivateKey: \"-----BEGIN OPENSSH PRIVATE KEY-----\\ns3cr3tbody\\n-----END OPENSSH PRIVATE KEY-----\\n\"\n", true},
+		{"plain block", head + "  agentkeys:sshPrivateKey: |\n    -----BEGIN OPENSSH PRIVATE KEY-----\n    s3cr3tbody\n    -----END OPENSSH PRIVATE KEY-----\n", true},
+		{"plain junk", head + "  agentkeys:sshPrivateKey: hunter2\n", true},
+		{"plain mapping", head + "  agentkeys:sshPrivateKey:\n    value: s3cr3tbody\n", true},
+		{"secure", head + "  agentkeys:sshPrivateKey:\n    secure: AAABAKzFy5uJ0cGh\n", false},
+		{"absent", head, false},
+		{"empty", head + "  agentkeys:sshPrivateKey: \"\"\n", false},
+	}
+	for _, tc := range files {
+		t.Run("file/"+tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "Pulumi.test-2.yaml"), []byte(tc.doc), 0o644))
+			_, err := ReadStackFile(dir, "test-2")
+			_, lerr := LoadFile(dir, "test-2")
+			if !tc.wantErr {
+				require.NoError(t, err)
+				require.NoError(t, lerr)
+				return
+			}
+			for _, e := range []error{err, lerr} {
+				require.Error(t, e)
+				assert.Contains(t, e.Error(), "Pulumi.test-2.yaml")
+				assert.Contains(t, e.Error(), "stack test-2: config key agentkeys:sshPrivateKey")
+				assert.Contains(t, e.Error(), "must be a secret")
+				assert.Contains(t, e.Error(), fix)
+				assert.NotContains(t, e.Error(), "s3cr3tbody")
+				assert.NotContains(t, e.Error(), "hunter2")
+			}
+		})
+	}
+
+	env := []struct {
+		name    string
+		vals    map[string]string
+		secret  string // PULUMI_CONFIG_SECRET_KEYS ("" = unset)
+		wantErr []string
+	}{
+		{"plain", map[string]string{"agentkeys:sshPrivateKey": pem}, "", []string{"agentkeys:sshPrivateKey", "must be a secret", fix}},
+		{"other key secret", map[string]string{"agentkeys:sshPrivateKey": pem}, `["agentkeys:sshHostKey"]`, []string{"agentkeys:sshPrivateKey", fix}},
+		{"empty list", map[string]string{"agentkeys:sshPrivateKey": pem}, `[]`, []string{"agentkeys:sshPrivateKey", fix}},
+		{"plain and other problems", map[string]string{"agentkeys:sshPrivateKey": pem, "agentkeys:instanceId": "x"}, `[]`, []string{"agentkeys:sshPrivateKey", fix, "agentkeys:instanceId"}},
+		{"plain and not a key", map[string]string{"agentkeys:sshPrivateKey": "hunter2"}, `[]`, []string{fix, "is not a PEM"}},
+		{"bad env", map[string]string{"agentkeys:sshPrivateKey": pem}, `not json`, []string{"PULUMI_CONFIG_SECRET_KEYS"}},
+		{"secret", map[string]string{"agentkeys:sshPrivateKey": pem}, `["agentkeys:sshPrivateKey"]`, nil},
+		{"absent", map[string]string{}, "", nil},
+	}
+	for _, tc := range env {
+		t.Run("env/"+tc.name, func(t *testing.T) {
+			vals := good()
+			for k, v := range tc.vals {
+				vals[k] = v
+			}
+			b, err := json.Marshal(vals)
+			require.NoError(t, err)
+			t.Setenv("PULUMI_CONFIG", string(b))
+			t.Setenv("PULUMI_CONFIG_SECRET_KEYS", tc.secret)
+			if tc.secret == "" {
+				os.Unsetenv("PULUMI_CONFIG_SECRET_KEYS")
+			}
+			c, err := FromEnv("test-2")
+			if tc.wantErr == nil {
+				require.NoError(t, err)
+				assert.Equal(t, tc.vals["agentkeys:sshPrivateKey"] != "", c.SSHPrivateKey.Set())
+				return
+			}
+			require.Error(t, err)
+			for _, w := range tc.wantErr {
+				assert.Contains(t, err.Error(), w)
+			}
+			assert.NotContains(t, err.Error(), "s3cr3tbody")
+			assert.NotContains(t, err.Error(), "hunter2")
+		})
+	}
+	// Parse alone knows no secret markers: callers that build the map
+	// themselves (tests, the e2e fixtures) still parse a plain key.
+	raw := good()
+	raw["agentkeys:sshPrivateKey"] = pem
+	_, err := Parse("test-2", raw)
+	assert.NoError(t, err)
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -62,7 +63,51 @@ func ReadStackFile(projectDir, stack string) (*Raw, error) {
 		raw.Values[k] = string(j)
 	}
 	sort.Strings(raw.SecretKeys)
+	if problems := PlainSecrets(stack, raw.Values, raw.SecretKeys); len(problems) > 0 {
+		return nil, fmt.Errorf("%s: %w", path, &Error{Problems: problems})
+	}
 	return raw, nil
+}
+
+// SecretOnly lists the keys whose value must be a Pulumi secret (`secure:` in
+// the stack file): a plain value would sit in git and in the state unencrypted.
+var SecretOnly = []string{Namespace + ":sshPrivateKey"}
+
+// PlainSecrets reports every SecretOnly key of values that is set but not
+// among secretKeys, naming the key and the command that stores it encrypted.
+// The value itself is never printed.
+func PlainSecrets(stack string, values map[string]string, secretKeys []string) []string {
+	secret := map[string]bool{}
+	for _, k := range secretKeys {
+		secret[k] = true
+	}
+	var out []string
+	for _, k := range SecretOnly {
+		if v, ok := values[k]; !ok || strings.TrimSpace(v) == "" || secret[k] {
+			continue
+		}
+		out = append(out, fmt.Sprintf("stack %s: config key %s is set in plain text but must be a secret: remove the plain value (pulumi config rm %s --stack %s) and store it encrypted with `pulumi config set --secret %s < key.pem` (add --stack %s)",
+			stack, k, k, stack, k, stack))
+	}
+	return out
+}
+
+// Validate parses r for stack like Parse and also rejects a SecretOnly key
+// that r does not mark secret. The program and the offline plan call it.
+func (r *Raw) Validate(stack string) (*Config, error) {
+	plain := PlainSecrets(stack, r.Values, r.SecretKeys)
+	c, err := Parse(stack, r.Values)
+	if len(plain) == 0 {
+		return c, err
+	}
+	var ce *Error
+	if err == nil {
+		return nil, &Error{Problems: plain}
+	}
+	if errors.As(err, &ce) {
+		return nil, &Error{Problems: append(plain, ce.Problems...)}
+	}
+	return nil, err // a bad stack name: nothing else applies
 }
 
 // LoadFile reads and validates Pulumi.<stack>.yaml.
@@ -80,12 +125,30 @@ func LoadFile(projectDir, stack string) (*Config, error) {
 
 // FromEnv parses the config Pulumi passes a running program in PULUMI_CONFIG
 // (the same variable the mock engine reads), so that unknown keys are seen too.
+// A SecretOnly key missing from PULUMI_CONFIG_SECRET_KEYS was set in plain
+// text and is rejected.
 func FromEnv(stack string) (*Config, error) {
 	raw, err := EnvValues()
 	if err != nil {
 		return nil, err
 	}
-	return Parse(stack, raw)
+	secret, err := EnvSecretKeys()
+	if err != nil {
+		return nil, err
+	}
+	return (&Raw{Values: raw, SecretKeys: secret}).Validate(stack)
+}
+
+// EnvSecretKeys lists the secret config keys of PULUMI_CONFIG_SECRET_KEYS, the
+// JSON array Pulumi (and the mock engine) sets next to PULUMI_CONFIG.
+func EnvSecretKeys() ([]string, error) {
+	var keys []string
+	if s := os.Getenv("PULUMI_CONFIG_SECRET_KEYS"); s != "" {
+		if err := json.Unmarshal([]byte(s), &keys); err != nil {
+			return nil, fmt.Errorf("PULUMI_CONFIG_SECRET_KEYS: %w", err)
+		}
+	}
+	return keys, nil
 }
 
 // EnvValues is the raw config map of PULUMI_CONFIG.

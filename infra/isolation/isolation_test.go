@@ -10,6 +10,7 @@ import (
 	"github.com/agentkeys/agentkeys-infra/infra/config"
 	"github.com/agentkeys/agentkeys-infra/infra/offline"
 	"github.com/agentkeys/agentkeys-infra/infra/plan"
+	"github.com/agentkeys/agentkeys-infra/naming"
 )
 
 func TestMain(m *testing.M) {
@@ -65,9 +66,37 @@ func TestCollidingPairIsNamed(t *testing.T) {
 	assert.Contains(t, err.Error(), "and stack test-4")
 }
 
+// ruleSetPlan is a plan of stack that declares an SES receipt rule set named
+// name (and, to show claims are still made, its own receipt rule).
+func ruleSetPlan(stack, name string) *plan.Plan {
+	return &plan.Plan{Stack: stack, Resources: []*plan.Resource{
+		{Type: "aws:ses/receiptRuleSet:ReceiptRuleSet", Name: "rule-set", Custom: true,
+			URN:    "urn:pulumi:" + stack + "::agentkeys::aws:ses/receiptRuleSet:ReceiptRuleSet::rule-set",
+			Inputs: map[string]any{"ruleSetName": name}},
+		{Type: "aws:ses/receiptRule:ReceiptRule", Name: "rule", Custom: true,
+			URN:    "urn:pulumi:" + stack + "::agentkeys::aws:ses/receiptRule:ReceiptRule::rule",
+			Inputs: map[string]any{"name": "agentkeys-inbound-" + stack, "ruleSetName": name}},
+	}}
+}
+
 func TestSharedSetIsAllowed(t *testing.T) {
-	p := &plan.Plan{Stack: "x"}
-	q := &plan.Plan{Stack: "y"}
-	assert.Empty(t, Check([]*plan.Plan{p, q}))
-	assert.True(t, Shared["ses-rule-set:agentkeys"])
+	require.True(t, Shared["ses-rule-set:"+naming.SharedRuleSet])
+	a, b := ruleSetPlan("test-3", naming.SharedRuleSet), ruleSetPlan("test-4", naming.SharedRuleSet)
+	for _, p := range []*plan.Plan{a, b} {
+		assert.Contains(t, Claims(p), Claim{Kind: "ses-rule-set", Name: naming.SharedRuleSet, Stack: p.Stack, URN: p.Resources[0].URN},
+			"the shared rule set is a claim: only Check's exemption lets two stacks hold it")
+	}
+	assert.Empty(t, Check([]*plan.Plan{a, b}))
+	assert.NoError(t, Error(Check([]*plan.Plan{a, b})))
+}
+
+func TestNonSharedRuleSetCollides(t *testing.T) {
+	const name = "agentkeys-private"
+	require.False(t, Shared["ses-rule-set:"+name])
+	a, b := ruleSetPlan("test-3", name), ruleSetPlan("test-4", name)
+	cs := Check([]*plan.Plan{a, b})
+	require.Len(t, cs, 1, "only the rule set collides; the rules have their own names")
+	err := Error(cs)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `ses-rule-set "agentkeys-private" is declared by stack test-3 (`+a.Resources[0].URN+`) and stack test-4 (`+b.Resources[0].URN+`)`)
 }

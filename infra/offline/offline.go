@@ -1,14 +1,20 @@
 // Package offline plans a stack from its stack file without a cloud: the real
-// program under the mock engine, with lookups answered as in an empty account.
+// program under the mock engine, with lookups answered as in an empty account
+// (except that an EIP the stack file configures is assumed to exist).
 package offline
 
 import (
+	"encoding/binary"
 	"fmt"
+	"hash/fnv"
+	"net"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 
+	"github.com/agentkeys/agentkeys-infra/components"
 	"github.com/agentkeys/agentkeys-infra/infra/config"
 	"github.com/agentkeys/agentkeys-infra/infra/plan"
 	"github.com/agentkeys/agentkeys-infra/infra/program"
@@ -18,13 +24,79 @@ import (
 // Answers are the offline answers to every invoke the program makes: the
 // account has no EIP yet, so the plan shows the allocate rung of the ladder.
 func Answers() map[string]plan.Answer {
+	return AnswersFor("")
+}
+
+// AnswersFor is Answers for a stack that configures an EIP (an address or an
+// allocation id; "" for none): offline, that EIP is assumed to exist in the
+// account, unassociated and untagged, so the lookup of the configured value
+// answers one matching EIP and the plan shows the adopt-configured rung.
+func AnswersFor(configured string) map[string]plan.Answer {
 	return map[string]plan.Answer{
-		"aws:ec2/getEips:getEips": func(resource.PropertyMap) (resource.PropertyMap, error) {
+		"aws:ec2/getEips:getEips": func(args resource.PropertyMap) (resource.PropertyMap, error) {
+			var allocs, ips []any
+			if configured != "" && looksUpConfigured(args, configured) {
+				ref := AssumedEIP(configured)
+				allocs, ips = []any{ref.AllocationID}, []any{ref.PublicIP}
+			}
 			return resource.NewPropertyMapFromMap(map[string]any{
-				"allocationIds": []any{}, "publicIps": []any{}, "id": "us-east-1",
+				"allocationIds": allocs, "publicIps": ips, "id": "us-east-1",
+			}), nil
+		},
+		// The account has no OIDC provider for the stack's issuer yet.
+		"aws:iam/getOpenIdConnectProvider:getOpenIdConnectProvider": func(resource.PropertyMap) (resource.PropertyMap, error) {
+			return resource.NewPropertyMapFromMap(map[string]any{
+				"arn": "", "url": "", "clientIdLists": []any{}, "thumbprintLists": []any{}, "id": "",
 			}), nil
 		},
 	}
+}
+
+// looksUpConfigured reports whether a getEips call filters by the configured
+// public-ip or allocation-id (the instance and tag lookups stay empty).
+func looksUpConfigured(args resource.PropertyMap, configured string) bool {
+	want := "public-ip"
+	if strings.HasPrefix(configured, "eipalloc-") {
+		want = "allocation-id"
+	}
+	f, ok := args["filters"]
+	if !ok || !f.IsArray() {
+		return false
+	}
+	for _, e := range f.ArrayValue() {
+		if !e.IsObject() {
+			continue
+		}
+		o := e.ObjectValue()
+		if n, ok := o["name"]; !ok || !n.IsString() || n.StringValue() != want {
+			continue
+		}
+		if vs, ok := o["values"]; ok && vs.IsArray() {
+			for _, v := range vs.ArrayValue() {
+				if v.IsString() && v.StringValue() == configured {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// AssumedEIP is the EIP the offline plan assumes for a configured address or
+// allocation id: the configured half verbatim, the other half a stable
+// stand-in (an allocation id spelling the address in hex; an address in
+// TEST-NET-3 for an allocation id), so that the two agree on every run.
+func AssumedEIP(configured string) components.EIPRef {
+	if strings.HasPrefix(configured, "eipalloc-") {
+		h := fnv.New32a()
+		h.Write([]byte(configured))
+		return components.EIPRef{AllocationID: configured, PublicIP: fmt.Sprintf("203.0.113.%d", 1+h.Sum32()%254)}
+	}
+	var n uint32
+	if ip := net.ParseIP(configured).To4(); ip != nil {
+		n = binary.BigEndian.Uint32(ip)
+	}
+	return components.EIPRef{AllocationID: fmt.Sprintf("eipalloc-%017x", n), PublicIP: configured}
 }
 
 // Stack plans the stack whose file Pulumi.<stack>.yaml is in dir.
@@ -45,11 +117,25 @@ func Stack(dir, stack string) (*plan.Plan, error) {
 // Raw plans stack from already-read config.
 func Raw(stack string, raw *config.Raw) (*plan.Plan, error) {
 	// Validate first so that bad config never reaches the engine's error wrapping.
-	if _, err := config.Parse(stack, raw.Values); err != nil {
+	cfg, err := raw.Validate(stack)
+	if err != nil {
 		return nil, err
 	}
 	vals, secrets := raw.Values, raw.SecretKeys
 	var notes []string
+	configured := cfg.EIPAllocationID
+	if configured == "" {
+		configured = cfg.EIPAddress
+	}
+	if configured != "" {
+		a := AssumedEIP(configured)
+		key := "eipAddress"
+		if cfg.EIPAllocationID != "" {
+			key = "eipAllocationId"
+		}
+		notes = append(notes, fmt.Sprintf("offline: the configured EIP %s (%s:%s) is assumed to be an Elastic IP of account %s in %s, not associated with any instance and not tagged Name=%s (planned as %s, %s): the plan adopts it (rung C, configured); `pulumi up` fails if the account has no such EIP",
+			configured, config.Namespace, key, cfg.Fork.AccountID, cfg.Names().Region, cfg.Names().EIPTag, a.AllocationID, a.PublicIP))
+	}
 	if _, ok := vals[sshKey]; !ok {
 		// Plan the whole graph: pulumi up leaves the bring-up pending until the key is set.
 		vals = copyMap(vals)
@@ -58,7 +144,7 @@ func Raw(stack string, raw *config.Raw) (*plan.Plan, error) {
 		notes = append(notes, fmt.Sprintf("%s is not set in Pulumi.%s.yaml: planned as if set; `pulumi up` leaves the host bring-up pending until `pulumi config set --secret %s --stack %s < broker.pem`", sshKey, stack, sshKey, stack))
 	}
 	p, err := plan.Run(stack, program.Declare, plan.Options{
-		Config: vals, SecretKeys: secrets, Answers: Answers(), Preview: true,
+		Config: vals, SecretKeys: secrets, Answers: AnswersFor(configured), Preview: true,
 	})
 	if err != nil {
 		return nil, err
@@ -80,7 +166,8 @@ func copyMap(m map[string]string) map[string]string {
 var testSlot = regexp.MustCompile(`^test-(\d+)$`)
 
 // Slot plans test slot name (test-N) from its own stack file, or, when it has
-// none, from template (the test-2 file) with a distinct synthetic instance id.
+// none, from template (the test-2 file) with a distinct synthetic instance id
+// and without test-2's per-stack overrides (PerStackKeys).
 func Slot(dir, name string, template *config.Raw) (*plan.Plan, error) {
 	if raw, err := config.ReadStackFile(dir, name); err == nil {
 		return Raw(name, raw)
@@ -95,9 +182,22 @@ func Slot(dir, name string, template *config.Raw) (*plan.Plan, error) {
 		vals[k] = v
 	}
 	vals["agentkeys:instanceId"] = fmt.Sprintf("i-%017x", 0xf00000+n)
-	delete(vals, "agentkeys:eipAllocationId")
-	delete(vals, "agentkeys:eipAddress")
+	for _, k := range PerStackKeys {
+		delete(vals, k)
+	}
 	return Raw(name, &config.Raw{Values: vals, SecretKeys: template.SecretKeys})
+}
+
+// PerStackKeys are the keys a slot derived from the test-2 file does not
+// inherit: they name test-2's own issuer, mail domain, EIP or host, and
+// copied into another slot they would claim test-2's names (or pin test-2's
+// host key). Without them the slot derives its own from its stack name.
+var PerStackKeys = []string{
+	config.Namespace + ":brokerHost",
+	config.Namespace + ":mailDomain",
+	config.Namespace + ":eipAllocationId",
+	config.Namespace + ":eipAddress",
+	config.Namespace + ":sshHostKey",
 }
 
 // account plans the account stack: the credentials are assumed to belong to

@@ -58,13 +58,13 @@ func HostSpec(cfg *config.Config, publicIP string) *spec.HostSpec {
 		},
 		{
 			Name: "signer", Package: "agentkeys-signer", Binary: "target/release/agentkeys-signer",
-			Port: signerPort, Hostname: n.SignerHost, EnvFile: "/etc/agentkeys/signer.env", Health: "/healthz",
+			Port: signerPort, Hostname: n.SignerHost, EnvFile: n.SignerEnvFile, Health: "/healthz",
 			MasterSecret: true,
 			Env:          common(map[string]string{"SIGNER_LISTEN": "127.0.0.1:" + strconv.Itoa(signerPort)}),
 		},
 		{
 			Name: "mock-server", Package: "agentkeys-mock-server", Binary: "target/release/agentkeys-mock-server",
-			Port: mockPort, EnvFile: "/etc/agentkeys/mock-server.env", Health: "/healthz",
+			Port: mockPort, EnvFile: n.MockServerEnvFile, Health: "/healthz",
 			Env: common(map[string]string{"MOCK_SERVER_LISTEN": "127.0.0.1:" + strconv.Itoa(mockPort)}),
 		},
 	}
