@@ -43,12 +43,19 @@ func AgentBinary(root string) (string, string, error) {
 		}
 	}
 	out := filepath.Join(root, "bin", "agentkeys-hostagent")
+	// Built beside it and renamed into place: programs of several stacks
+	// (deploy --parallel) build at once, and a reader sees a whole binary.
+	tmp := fmt.Sprintf("%s.%d.tmp", out, os.Getpid())
+	defer os.Remove(tmp)
 	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid=",
-		"-o", out, "./hostagent/cmd/agentkeys-hostagent")
+		"-o", tmp, "./hostagent/cmd/agentkeys-hostagent")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOFLAGS=-mod=readonly")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", "", fmt.Errorf("building the host agent (set %s to ship a prebuilt one): %v\n%s", AgentBinaryEnv, err, b)
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return "", "", err
 	}
 	h, err := fileHash(out)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/auto"
@@ -22,7 +23,14 @@ type AutoEngine struct {
 	Progress io.Writer // engine progress (secrets masked by Pulumi); nil = discard
 }
 
+// selectMu serializes stack selection: `pulumi stack select` rewrites the
+// project's workspace.json, which concurrent selects corrupt
+// (pulumi/pulumi#8186). Operations themselves pass --stack and run in parallel.
+var selectMu sync.Mutex
+
 func (e AutoEngine) stack(ctx context.Context, name string) (auto.Stack, error) {
+	selectMu.Lock()
+	defer selectMu.Unlock()
 	s, err := auto.UpsertStackLocalSource(ctx, name, e.WorkDir)
 	if err != nil {
 		return auto.Stack{}, fmt.Errorf("stack %s in %s: %w", name, e.WorkDir, err)
@@ -166,7 +174,9 @@ func (e AutoEngine) Stacks(ctx context.Context) ([]StackInfo, error) {
 
 // LastDeploy reads the newest entry of the stack's history.
 func (e AutoEngine) LastDeploy(ctx context.Context, name string) (LastDeploy, bool, error) {
+	selectMu.Lock()
 	s, err := auto.SelectStackLocalSource(ctx, name, e.WorkDir)
+	selectMu.Unlock()
 	if err != nil {
 		return LastDeploy{}, false, err
 	}

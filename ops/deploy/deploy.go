@@ -106,8 +106,24 @@ type Driver struct {
 	AllowReplace bool // let prod-posture stacks replace/delete resources
 }
 
-// Destructive counts steps that replace or delete a resource.
+// Destructive counts steps that replace or delete a resource. A replaced
+// pulumi-command resource is a re-run of the host bring-up (its triggers
+// force a replace), not a loss, so it does not count.
 func Destructive(r Result) (replaces, deletes int) {
+	if len(r.Steps) > 0 {
+		for _, s := range r.Steps {
+			if strings.HasPrefix(s.Type, "command:") {
+				continue
+			}
+			switch s.Op {
+			case "replace":
+				replaces++
+			case "delete", "discard":
+				deletes++
+			}
+		}
+		return replaces, deletes
+	}
 	// Step events report one logical replace as create-replacement, replace
 	// and delete-replaced; the change summary as "replace". Count it once.
 	replaces = r.Counts["replace"]

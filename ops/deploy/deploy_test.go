@@ -188,3 +188,28 @@ func TestAccountStackPreviewAndGatedUp(t *testing.T) {
 		t.Fatalf("up with a replacing preview: %+v calls %v", o[0], f.calls)
 	}
 }
+
+// A redeploy replaces the bring-up's pulumi-command resources on every agent
+// or spec change: that is a re-run, and prod's gate lets it through.
+func TestGateLetsBringUpReRunsThrough(t *testing.T) {
+	rerun := Result{
+		Counts: map[string]int{"replace": 3, "same": 60},
+		Steps: []Step{
+			{Op: "replace", Type: "command:remote:Command", URN: fmt.Sprintf(urn, "prod", "command:remote:Command", "agentkeys-host-stage")},
+			{Op: "replace", Type: "command:remote:CopyToRemote", URN: fmt.Sprintf(urn, "prod", "command:remote:CopyToRemote", "agentkeys-host-agent")},
+			{Op: "replace", Type: "command:remote:Command", URN: fmt.Sprintf(urn, "prod", "command:remote:Command", "agentkeys-host-apply")},
+			{Op: "same", Type: "aws:iam/role:Role", URN: fmt.Sprintf(urn, "prod", "aws:iam/role:Role", "data-role")},
+		},
+	}
+	f := &fake{preview: map[string]Result{"prod": rerun}}
+	outs := Driver{Engine: f}.Run(context.Background(), Up, []string{"prod"})
+	if outs[0].Status != OK || !slices.Contains(f.calls, "up prod") {
+		t.Fatalf("bring-up re-run refused: %+v", outs[0])
+	}
+	// A replaced role among them is still refused.
+	rerun.Steps = append(rerun.Steps, Step{Op: "replace", Type: "aws:iam/role:Role", URN: fmt.Sprintf(urn, "prod", "aws:iam/role:Role", "host-role")})
+	f = &fake{preview: map[string]Result{"prod": rerun}}
+	if outs := (Driver{Engine: f}).Run(context.Background(), Up, []string{"prod"}); outs[0].Status != Refused || !strings.Contains(outs[0].Reason, "replaces 1 ") {
+		t.Fatalf("%+v", outs[0])
+	}
+}
