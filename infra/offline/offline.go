@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -22,7 +24,8 @@ import (
 )
 
 // Answers are the offline answers to every invoke the program makes: the
-// account has no EIP yet, so the plan shows the allocate rung of the ladder.
+// account has no EIP yet, so the plan shows the allocate rung of the ladder,
+// and no OIDC provider for the stack's issuer.
 func Answers() map[string]plan.Answer {
 	return AnswersFor("")
 }
@@ -32,6 +35,12 @@ func Answers() map[string]plan.Answer {
 // account, unassociated and untagged, so the lookup of the configured value
 // answers one matching EIP and the plan shows the adopt-configured rung.
 func AnswersFor(configured string) map[string]plan.Answer {
+	return answers(configured, false)
+}
+
+// answers is AnswersFor; providerExists answers the OIDC provider lookup with
+// the provider asked for, as the account holds it after the first bring-up.
+func answers(configured string, providerExists bool) map[string]plan.Answer {
 	return map[string]plan.Answer{
 		"aws:ec2/getEips:getEips": func(args resource.PropertyMap) (resource.PropertyMap, error) {
 			var allocs, ips []any
@@ -43,14 +52,24 @@ func AnswersFor(configured string) map[string]plan.Answer {
 				"allocationIds": allocs, "publicIps": ips, "id": "us-east-1",
 			}), nil
 		},
-		// The account has no OIDC provider for the stack's issuer yet.
-		"aws:iam/getOpenIdConnectProvider:getOpenIdConnectProvider": func(resource.PropertyMap) (resource.PropertyMap, error) {
+		providerLookup: func(args resource.PropertyMap) (resource.PropertyMap, error) {
+			arn := ""
+			if v, ok := args["arn"]; ok && v.IsString() {
+				arn = v.StringValue()
+			}
+			if !providerExists {
+				// What the AWS provider reports for an absent provider.
+				return nil, fmt.Errorf("reading IAM OIDC Provider (%s): NoSuchEntity: not found", arn)
+			}
+			_, host, _ := strings.Cut(arn, ":oidc-provider/")
 			return resource.NewPropertyMapFromMap(map[string]any{
-				"arn": "", "url": "", "clientIdLists": []any{}, "thumbprintLists": []any{}, "id": "",
+				"arn": arn, "id": arn, "url": host, "clientIdLists": []any{naming.OIDCAudience}, "thumbprintLists": []any{},
 			}), nil
 		},
 	}
 }
+
+const providerLookup = "aws:iam/getOpenIdConnectProvider:getOpenIdConnectProvider"
 
 // looksUpConfigured reports whether a getEips call filters by the configured
 // public-ip or allocation-id (the instance and tag lookups stay empty).
@@ -114,8 +133,15 @@ func Stack(dir, stack string) (*plan.Plan, error) {
 	return Raw(stack, raw)
 }
 
-// Raw plans stack from already-read config.
+// Raw plans stack from already-read config, in an account that has none of
+// the stack's resources yet (what the first `pulumi up` does).
 func Raw(stack string, raw *config.Raw) (*plan.Plan, error) {
+	return run(stack, raw, false)
+}
+
+// run is Raw; steady plans the stack as after its first bring-up, when the
+// account holds its OIDC provider and every run declares it.
+func run(stack string, raw *config.Raw, steady bool) (*plan.Plan, error) {
 	// Validate first so that bad config never reaches the engine's error wrapping.
 	cfg, err := raw.Validate(stack)
 	if err != nil {
@@ -143,8 +169,11 @@ func Raw(stack string, raw *config.Raw) (*plan.Plan, error) {
 		secrets = append(append([]string{}, secrets...), sshKey)
 		notes = append(notes, fmt.Sprintf("%s is not set in Pulumi.%s.yaml: planned as if set; `pulumi up` leaves the host bring-up pending until `pulumi config set --secret %s --stack %s < broker.pem`", sshKey, stack, sshKey, stack))
 	}
+	if steady {
+		notes = append(notes, fmt.Sprintf("offline: planned as after the first bring-up: the account is assumed to hold this stack's OIDC provider %s, so the plan declares it (a first `pulumi up` declares it once the broker serves TLS)", cfg.Names().OIDCProviderARN))
+	}
 	p, err := plan.Run(stack, program.Declare, plan.Options{
-		Config: vals, SecretKeys: secrets, Answers: AnswersFor(configured), Preview: true,
+		Config: vals, SecretKeys: secrets, Answers: answers(configured, steady), Preview: true,
 	})
 	if err != nil {
 		return nil, err
@@ -165,16 +194,23 @@ func copyMap(m map[string]string) map[string]string {
 
 var testSlot = regexp.MustCompile(`^test-(\d+)$`)
 
-// Slot plans test slot name (test-N) from its own stack file, or, when it has
-// none, from template (the test-2 file) with a distinct synthetic instance id
-// and without test-2's per-stack overrides (PerStackKeys).
+// Slot plans stack name for the isolation check, from its own stack file or,
+// for a test slot (test-N) without one, from template (the test-2 file) with
+// a distinct synthetic instance id and without test-2's per-stack overrides
+// (PerStackKeys). It plans the steady state, after the first bring-up, so
+// that every name the stack comes to own (its OIDC provider too) is declared.
 func Slot(dir, name string, template *config.Raw) (*plan.Plan, error) {
-	if raw, err := config.ReadStackFile(dir, name); err == nil {
-		return Raw(name, raw)
+	if _, err := naming.ParseStack(name); err != nil {
+		return nil, err
 	}
 	m := testSlot.FindStringSubmatch(name)
-	if m == nil {
-		return Stack(dir, name)
+	if _, err := os.Stat(filepath.Join(dir, "Pulumi."+name+".yaml")); err == nil || m == nil {
+		// A slot's own file is read even when it is bad: never swap it for the template.
+		raw, err := config.ReadStackFile(dir, name)
+		if err != nil {
+			return nil, err
+		}
+		return run(name, raw, true)
 	}
 	n, _ := strconv.Atoi(m[1])
 	vals := map[string]string{}
@@ -185,7 +221,7 @@ func Slot(dir, name string, template *config.Raw) (*plan.Plan, error) {
 	for _, k := range PerStackKeys {
 		delete(vals, k)
 	}
-	return Raw(name, &config.Raw{Values: vals, SecretKeys: template.SecretKeys})
+	return run(name, &config.Raw{Values: vals, SecretKeys: template.SecretKeys}, true)
 }
 
 // PerStackKeys are the keys a slot derived from the test-2 file does not

@@ -149,3 +149,35 @@ func TestRawRejectsPlainSSHKeyBeforeTheEngine(t *testing.T) {
 	require.NoError(t, err, "marked secret, as the Pulumi CLI passes it")
 	assert.NotEmpty(t, p.Resources)
 }
+
+func TestSlotPlansTheSteadyState(t *testing.T) {
+	dir := withTest2(t)
+	template, err := config.ReadStackFile(dir, "test-2")
+	require.NoError(t, err)
+	for _, name := range []string{"test-2", "test-5"} { // own file, derived
+		p, err := offline.Slot(dir, name, template)
+		require.NoError(t, err)
+		provider := p.Find("aws:iam/openIdConnectProvider:OpenIdConnectProvider", "")
+		require.Len(t, provider, 1, "%s: the isolation check sees the OIDC provider the stack comes to own", name)
+		assert.Equal(t, "https://broker-"+name+".example.org", provider[0].Inputs["url"])
+		assert.Contains(t, strings.Join(p.Notes, "\n"), "after the first bring-up")
+	}
+	// make plan shows a first `pulumi up` in an empty account.
+	p, err := offline.Stack(dir, "test-2")
+	require.NoError(t, err)
+	assert.Contains(t, p.Invokes, "aws:iam/getOpenIdConnectProvider:getOpenIdConnectProvider")
+	assert.NotContains(t, strings.Join(p.Notes, "\n"), "after the first bring-up")
+}
+
+func TestSlotNeverSwapsABadOwnFileForTheTemplate(t *testing.T) {
+	dir := withTest2(t)
+	template, err := config.ReadStackFile(dir, "test-2")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "Pulumi.test-4.yaml"), []byte("config:\n  agentkeys:sshPrivateKey: plain\n"), 0o644))
+	_, err = offline.Slot(dir, "test-4", template)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "Pulumi.test-4.yaml")
+	assert.Contains(t, err.Error(), "agentkeys:sshPrivateKey")
+	_, err = offline.Slot(dir, "test-1", template)
+	require.Error(t, err, "not a stack name")
+}
