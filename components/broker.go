@@ -2,6 +2,7 @@ package components
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
@@ -189,7 +190,7 @@ func NewBrokerStack(ctx *pulumi.Context, name string, args *BrokerStackArgs, opt
 		"sshSecretKey":      c.Principals.SSHSecretKey,
 		"credentials":       c.Principals.Credentials(),
 		"federation":        federation,
-		"federationGate":    pulumi.String("roles trust " + n.OIDCProviderARN + " once the host bring-up reports https://" + n.BrokerHost + " serving OIDC discovery over TLS; until then they keep the static trust of the daemon user"),
+		"federationGate":    pulumi.String("roles trust " + n.OIDCProviderARN + " once the host bring-up reports https://" + n.BrokerHost + " serving OIDC discovery over TLS; until then they keep the static trust of the daemon user and the host role; afterwards they stay federated"),
 	}
 	buckets, roles := pulumi.StringMap{}, pulumi.StringMap{}
 	for k, d := range c.DataClasses {
@@ -242,6 +243,8 @@ func HostnameStates(n naming.Names) func(summary string) map[string]string {
 				out[h] = "tls"
 			case skipped[h] != "":
 				out[h] = "http-only: " + skipped[h]
+			case strings.TrimSpace(summary) == "":
+				out[h] = "pending: the host bring-up has not run yet"
 			default:
 				out[h] = "unknown"
 			}

@@ -172,8 +172,15 @@ func run(stack string, raw *config.Raw, steady bool) (*plan.Plan, error) {
 	if steady {
 		notes = append(notes, fmt.Sprintf("offline: planned as after the first bring-up: the account is assumed to hold this stack's OIDC provider %s, so the plan declares it (a first `pulumi up` declares it once the broker serves TLS)", cfg.Names().OIDCProviderARN))
 	}
+	notes = append(notes, "offline: the host bring-up has not reported yet (its output is planned empty), so federation shows as pending and each role with the trust it starts with")
 	p, err := plan.Run(stack, program.Declare, plan.Options{
 		Config: vals, SecretKeys: secrets, Answers: answers(configured, steady), Preview: true,
+		State: func(typ, name string, _ resource.PropertyMap) resource.PropertyMap {
+			if typ == "command:remote:Command" && strings.HasSuffix(name, "-apply") {
+				return resource.PropertyMap{"stdout": resource.NewStringProperty(""), "stderr": resource.NewStringProperty("")}
+			}
+			return nil
+		},
 	})
 	if err != nil {
 		return nil, err
