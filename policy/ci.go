@@ -416,6 +416,14 @@ func CIDeployPolicies(f naming.Fork, b CIBackend, maxSlot int) ([]CIPolicy, erro
 				"StringEquals": {"ec2:CreateAction": "AllocateAddress"},
 				"StringLike":   {"aws:RequestTag/Name": p.EIPTags},
 			}},
+		// A test EIP keeps a test name: CI may not retag it as prod's or base's.
+		{Sid: "NoOtherEIPName", Effect: "Deny",
+			Action:   "ec2:CreateTags",
+			Resource: ec2ARN + "elastic-ip/*",
+			Condition: map[string]map[string]any{
+				"Null":          {"aws:RequestTag/Name": "false"},
+				"StringNotLike": {"aws:RequestTag/Name": p.EIPTags},
+			}},
 		{Sid: "TestEIPs", Effect: allow,
 			Action:    []string{"ec2:AssociateAddress", "ec2:CreateTags", "ec2:DisassociateAddress", "ec2:ReleaseAddress"},
 			Resource:  ec2ARN + "elastic-ip/*",

@@ -78,6 +78,12 @@ func TestCIDeployRoleDecisions(t *testing.T) {
 	as(denied, "allocate an untagged EIP", "ec2:AllocateAddress", eip, nil)
 	as(denied, "allocate with another tag only", "ec2:AllocateAddress", eip, map[string]any{"aws:RequestTag/Owner": t7.EIPTag, "aws:TagKeys": []string{"Owner"}})
 	as(denied, "tag on allocate without a Name", "ec2:CreateTags", eip, map[string]any{"ec2:CreateAction": "AllocateAddress"})
+	testEIP := map[string]any{"aws:ResourceTag/Name": t7.EIPTag}
+	as(allowed, "retag a test EIP with its name", "ec2:CreateTags", eip, merge(testEIP, map[string]any{"aws:RequestTag/Name": t7.EIPTag, "aws:TagKeys": []string{"Name"}}))
+	as(allowed, "add the stack tag to a test EIP", "ec2:CreateTags", eip, merge(testEIP, map[string]any{"aws:RequestTag/agentkeys:stack": "test-7", "aws:TagKeys": []string{"agentkeys:stack"}}))
+	for _, p := range []naming.Names{prod, base} {
+		as(denied, "rename a test EIP to "+p.EIPTag, "ec2:CreateTags", eip, merge(testEIP, map[string]any{"aws:RequestTag/Name": p.EIPTag, "aws:TagKeys": []string{"Name"}}))
+	}
 	as(denied, "tag on another create action", "ec2:CreateTags", eip, map[string]any{
 		"ec2:CreateAction": "RunInstances", "aws:RequestTag/Name": t7.EIPTag, "aws:TagKeys": []string{"Name"}})
 	// KMS needs the key policy too: the default one bootstrap-state.sh leaves
@@ -167,6 +173,17 @@ func reqs(m matrix) []iamsim.Request {
 	out := make([]iamsim.Request, len(m.cells))
 	for i, c := range m.cells {
 		out[i] = c.req
+	}
+	return out
+}
+
+func merge(a, b map[string]any) map[string]any {
+	out := map[string]any{}
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		out[k] = v
 	}
 	return out
 }
