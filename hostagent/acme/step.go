@@ -81,6 +81,10 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	}
 	var toOrder []string
 	var recovered []string
+	// current holds the installed certificate of each host whose renewal is
+	// attempted while it still serves: if the renewal fails, that
+	// certificate stays in place and the host still counts as issued.
+	current := map[string]certInfo{}
 	fromCertbot := false // a certificate adopted from certbot is in use
 	for _, h := range hosts {
 		if !env.DryRun {
@@ -101,6 +105,9 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		if have && !cur.due(now()) && (m.Source == "certbot" || m.Directory == sp.ACME.Directory) {
 			set(h, outcome{kind: "valid", reason: describe(cur)})
 			continue
+		}
+		if have && now().Before(cur.NotAfter) && (m.Source == "certbot" || m.Directory == sp.ACME.Directory) {
+			current[h] = cur
 		}
 		if s.RenewOnly && !have {
 			set(h, outcome{kind: "skipped", reason: "no certificate yet; apply issues it"})
@@ -134,6 +141,18 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		}
 	}
 
+	// A failed renewal of a certificate that still serves is not a skip:
+	// the host keeps its certificate and counts as issued.
+	for h, c := range current {
+		if o := results[h]; o.kind == "skipped" {
+			fails := "failed"
+			if env.DryRun {
+				fails = "would fail"
+			}
+			set(h, outcome{kind: "kept", reason: fmt.Sprintf("renewal of %s %s: %s; current certificate %s", h, fails, o.reason, describe(c))})
+		}
+	}
+
 	timer, err := s.disableCertbotTimer(ctx, env, fromCertbot)
 	if err != nil {
 		return res, err
@@ -141,7 +160,7 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 
 	// Report, in hostname order.
 	issued, valid, adopted := []string{}, []string{}, []string{}
-	skipped := map[string]string{}
+	skipped, kept := map[string]string{}, map[string]string{}
 	changed := len(recovered) > 0 || timer != ""
 	if timer != "" {
 		res.Changes = append(res.Changes, timer)
@@ -159,6 +178,8 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 			issued = append(issued, h)
 			changed = true
 			res.Changes = append(res.Changes, verb(env, "issued ")+h)
+		case "kept":
+			kept[h] = o.reason
 		default:
 			skipped[h] = o.reason
 			res.Changes = append(res.Changes, "skipped "+h+": "+o.reason)
@@ -171,7 +192,7 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 			}
 		}
 	}
-	res.Detail = map[string]any{"issued": issued, "valid": valid, "adopted": adopted, "skipped": skipped}
+	res.Detail = map[string]any{"issued": issued, "valid": valid, "adopted": adopted, "skipped": skipped, "renewalFailed": kept}
 	switch {
 	case changed:
 		res.Status = agent.Changed
@@ -180,6 +201,12 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	default:
 		res.Status = agent.OK
 	}
+	var reasons []string
+	for _, h := range hosts {
+		if r, ok := kept[h]; ok {
+			reasons = append(reasons, r)
+		}
+	}
 	if len(skipped) > 0 {
 		var parts []string
 		for _, h := range hosts {
@@ -187,9 +214,17 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 				parts = append(parts, h+": "+r)
 			}
 		}
-		res.Reason = fmt.Sprintf("%d of %d hosts skipped: %s", len(skipped), len(hosts), strings.Join(parts, "; "))
+		reasons = append(reasons, fmt.Sprintf("%d of %d hosts skipped: %s", len(skipped), len(hosts), strings.Join(parts, "; ")))
 	}
-	if changed && !env.DryRun && s.Nginx != nil {
+	res.Reason = strings.Join(reasons, "; ")
+	// A run killed after storing a certificate and before the reload left
+	// the reload owed (store records it): carry it out even if nothing
+	// changed this time.
+	owed, err := env.IsPending(agent.ActionReloadNginx)
+	if err != nil {
+		return res, err
+	}
+	if (changed || owed) && !env.DryRun && s.Nginx != nil {
 		nres, err := s.Nginx.Run(ctx, env)
 		for _, c := range nres.Changes {
 			res.Changes = append(res.Changes, "nginx: "+c)
@@ -259,6 +294,10 @@ func (s *Step) adopt(env *agent.Env, host, fullchain, privkey string) error {
 func (s *Step) store(env *agent.Env, host string, fullchain, privkey []byte, m meta) error {
 	owner, err := env.Owner("", "")
 	if err != nil {
+		return err
+	}
+	// nginx serves these paths: it owes a reload once they change.
+	if err := env.Intend(agent.ActionReloadNginx); err != nil {
 		return err
 	}
 	b, _ := json.Marshal(m)

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"path"
 	"sort"
+	"strings"
 
 	"github.com/agentkeys/agentkeys-infra/hostagent/nginx"
+	"github.com/agentkeys/agentkeys-infra/hostagent/spec"
 )
 
 // CertbotTimer is the distro certbot package's renewal timer, disabled once
@@ -19,12 +21,16 @@ const (
 )
 
 // RenewUnits returns the renew timer and its service, by unit file name.
-// agentBin and specFile are absolute host paths. The service runs as root
-// (it writes private keys and reloads nginx) but may write only the
-// certificate, state, webroot and nginx runtime paths.
-func RenewUnits(agentBin, specFile, stateDir, webroot string) map[string]string {
+// specFile is an absolute host path. The service runs the installed agent
+// (spec.AgentPath), never the copy that wrote the unit, which may be a
+// staged one under /home that ProtectHome hides. It runs as root (it writes
+// private keys and reloads nginx) but may write only the certificate,
+// state, webroot and nginx runtime paths; each is optional ("-"), so a path
+// that does not exist yet does not fail the unit.
+func RenewUnits(specFile, stateDir, webroot string) map[string]string {
 	rw := []string{nginx.CertDir, stateDir, webroot, "/run", "/var/log/nginx", "/var/lib/nginx"}
 	sort.Strings(rw)
+	agentBin := spec.AgentPath
 	service := fmt.Sprintf(`# Managed by agentkeys-hostagent; edits are overwritten.
 [Unit]
 Description=AgentKeys host agent: renew due TLS certificates
@@ -62,7 +68,7 @@ UMask=0077
 ProtectProc=invisible
 ProcSubset=pid
 PrivateMounts=yes
-`, agentBin, specFile, joinSpace(rw))
+`, agentBin, specFile, optionalPaths(rw))
 	timer := fmt.Sprintf(`# Managed by agentkeys-hostagent; edits are overwritten.
 [Unit]
 Description=AgentKeys host agent: daily certificate renewal check
@@ -79,13 +85,12 @@ WantedBy=timers.target
 	return map[string]string{RenewService: service, RenewTimer: timer}
 }
 
-func joinSpace(xs []string) string {
-	out := ""
+// optionalPaths renders ReadWritePaths entries, each "-"-prefixed: absent
+// paths are ignored instead of failing the service's namespace setup.
+func optionalPaths(xs []string) string {
+	out := make([]string, len(xs))
 	for i, x := range xs {
-		if i > 0 {
-			out += " "
-		}
-		out += path.Clean(x)
+		out[i] = "-" + path.Clean(x)
 	}
-	return out
+	return strings.Join(out, " ")
 }

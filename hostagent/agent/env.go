@@ -81,6 +81,19 @@ func (r *Report) IsIssued(host string) bool {
 	return r.issued[host]
 }
 
+// Recorded returns "issued" or "skipped" when host was recorded, else "".
+func (r *Report) Recorded(host string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.issued[host]:
+		return "issued"
+	case r.skipped[host] != "":
+		return "skipped"
+	}
+	return ""
+}
+
 // Hosts returns the hosts summary (sorted, never nil).
 func (r *Report) Hosts() HostsSummary {
 	r.mu.Lock()
@@ -136,8 +149,10 @@ func (e *Env) Owner(user, group string) (fsx.Owner, error) {
 	return o, nil
 }
 
+// rootOwner is root; in a sandbox that does not run as root, chown is
+// impossible and ownership is left as the process creates it.
 func (e *Env) rootOwner() fsx.Owner {
-	if e.Sys != nil && e.Sys.Sandbox() {
+	if e.Sys != nil && e.Sys.Sandbox() && os.Geteuid() != 0 {
 		return fsx.NoOwner
 	}
 	return fsx.Owner{UID: 0, GID: 0}

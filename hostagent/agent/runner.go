@@ -133,10 +133,11 @@ func (r *Runner) line(res Result) {
 	if r.Out == nil {
 		return
 	}
-	switch res.Status {
-	case Skipped, Failed:
+	// A reason is shown whatever the status: an ok step may carry one (a
+	// failed renewal while the current certificate still serves).
+	if res.Reason != "" {
 		fmt.Fprintf(r.Out, "%s: %s: %s\n", res.Step, res.Status, res.Reason)
-	default:
+	} else {
 		fmt.Fprintf(r.Out, "%s: %s\n", res.Step, res.Status)
 	}
 	for _, c := range res.Changes {

@@ -38,6 +38,9 @@ func TestRunnerOrderOutputAndStop(t *testing.T) {
 		Guard: fakeStep{"identity", func(*Env) (Result, error) { return Result{}, nil }, &ran},
 		Steps: []Step{
 			fakeStep{"files", write, &ran},
+			fakeStep{"renew", func(env *Env) (Result, error) {
+				return Result{Status: OK, Reason: "renewal of c.example.org failed: x; current certificate valid until y"}, nil
+			}, &ran},
 			fakeStep{"acme", func(env *Env) (Result, error) {
 				env.Report.Issued("a.example.org")
 				env.Report.SkipHost("b.example.org", "DNS points elsewhere")
@@ -52,8 +55,8 @@ func TestRunnerOrderOutputAndStop(t *testing.T) {
 	env := &Env{Root: root, Sys: NewSandbox(root)}
 	sum, err := r.Run(context.Background(), env)
 	require.ErrorContains(t, err, "broken: boom")
-	assert.Equal(t, []string{"identity", "files", "acme", "broken"}, ran, "stops at the first error")
-	assert.Equal(t, "identity: ok\nfiles: changed\n  wrote /etc/x\nacme: skipped: 1 host skipped\nbroken: failed: boom\n", out.String())
+	assert.Equal(t, []string{"identity", "files", "renew", "acme", "broken"}, ran, "stops at the first error")
+	assert.Equal(t, "identity: ok\nfiles: changed\n  wrote /etc/x\nrenew: ok: renewal of c.example.org failed: x; current certificate valid until y\nacme: skipped: 1 host skipped\nbroken: failed: boom\n", out.String())
 	assert.Equal(t, 1, sum.Counters.FilesWritten)
 	assert.Equal(t, []string{"a.example.org"}, sum.Hosts.Issued)
 	assert.Equal(t, "DNS points elsewhere", sum.Hosts.Skipped["b.example.org"])

@@ -26,6 +26,10 @@ import (
 // <root>/run/sandbox/calls.log. Starting a unit runs its ExecStart (mapped
 // under Root) as a detached process with its EnvironmentFile, so health
 // checks probe real processes; state survives across agent processes.
+// As in systemd, a unit's definition is loaded once (at its first start or
+// at a daemon-reload) and (re)starts use the loaded definition: a unit file
+// changed on disk takes effect only after a daemon-reload. Env files are
+// read at each start.
 // Nginx is real when <root>/etc/nginx/nginx.conf exists and nginx is on PATH
 // (run as nginx -c <that file>); otherwise nginx calls are only recorded.
 type Sandbox struct {
@@ -111,10 +115,15 @@ func (s *Sandbox) Systemctl(ctx context.Context, verb string, units ...string) e
 }
 
 func (s *Sandbox) systemctl(ctx context.Context, verb string, units []string) error {
+	if verb == "daemon-reload" {
+		if err := s.daemonReload(); err != nil {
+			return fmt.Errorf("systemctl daemon-reload: %w", err)
+		}
+		return nil
+	}
 	for _, u := range units {
 		var err error
 		switch verb {
-		case "daemon-reload":
 		case "enable":
 			err = os.MkdirAll(s.dir("enabled"), 0o755)
 			if err == nil {
@@ -226,8 +235,69 @@ type unitFile struct {
 	stateDirs []string
 }
 
-func (s *Sandbox) readUnit(unit string) (*unitFile, error) {
+// daemonReload loads every unit file's current definition, as systemctl
+// daemon-reload does.
+func (s *Sandbox) daemonReload() error {
+	if err := os.RemoveAll(s.dir("loaded")); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(fsx.HostPath(s.Root, "/etc/systemd/system"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if e.Type().IsRegular() {
+			if _, err := s.load(e.Name()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// load copies unit's file into the loaded definitions.
+func (s *Sandbox) load(unit string) ([]byte, error) {
 	b, err := os.ReadFile(fsx.HostPath(s.Root, "/etc/systemd/system/"+unit))
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(s.dir("loaded"), 0o755); err != nil {
+		return nil, err
+	}
+	return b, os.WriteFile(s.dir("loaded", unit), b, 0o644)
+}
+
+// Loaded returns the definition of unit that a start would use: the one
+// loaded at the last daemon-reload or first start, else the file on disk.
+func (s *Sandbox) Loaded(unit string) ([]byte, error) {
+	b, err := os.ReadFile(s.dir("loaded", unit))
+	if errors.Is(err, fs.ErrNotExist) {
+		return os.ReadFile(fsx.HostPath(s.Root, "/etc/systemd/system/"+unit))
+	}
+	return b, err
+}
+
+// Environ returns the environment of unit's running process.
+func (s *Sandbox) Environ(unit string) ([]string, error) {
+	pid := s.pid(unit)
+	if !alive(pid) {
+		return nil, fmt.Errorf("%s is not running", unit)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		return nil, err
+	}
+	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00"), nil
+}
+
+func (s *Sandbox) readUnit(unit string) (*unitFile, error) {
+	b, err := os.ReadFile(s.dir("loaded", unit))
+	if errors.Is(err, fs.ErrNotExist) {
+		b, err = s.load(unit) // first use: systemd loads it from disk
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -74,7 +74,7 @@ func TestBenchHostagent(t *testing.T) {
 	ng := &nginx.Step{ListenAddr: "127.0.0.1"}
 	certs := &acme.Step{Nginx: ng, HTTPClient: ca.Client}
 	units := steps.Units{Extra: func(env *agent.Env) map[string]string {
-		return acme.RenewUnits("/usr/local/bin/agentkeys-hostagent", "/etc/agentkeys/hostspec.json", env.Spec.StateDir, env.Spec.Nginx.Webroot)
+		return acme.RenewUnits("/etc/agentkeys/hostspec.json", env.Spec.StateDir, env.Spec.Nginx.Webroot)
 	}}
 	runner := &agent.Runner{Guard: steps.Identity{}, Steps: []agent.Step{
 		steps.Users{}, steps.Source{}, steps.Build{}, steps.Secrets{}, units, ng, certs, steps.Health{}}}

@@ -390,7 +390,9 @@ func selfSigned() ([]byte, []byte, error) {
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}), nil
 }
 
-// StandIns are tiny HTTP services answering /healthz with their name.
+// StandIns are tiny HTTP services answering /healthz with their name; the
+// broker also answers its OIDC discovery (issuer https://<its hostname>) and
+// a JWKS with one ES256 key, as the agent's health step checks them.
 type StandIns struct {
 	Ports   map[string]int
 	servers []*http.Server
@@ -410,6 +412,15 @@ func StartStandIns(names []string) (*StandIns, error) {
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(w, "%s ok host=%s proto=%s\n", name, r.Host, r.Header.Get("X-Forwarded-Proto"))
 		})
+		if name == "broker" {
+			issuer := "https://" + Hostnames()["broker"]
+			mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
+				fmt.Fprintf(w, `{"issuer":%q,"jwks_uri":%q}`, issuer, issuer+"/.well-known/jwks.json")
+			})
+			mux.HandleFunc("/.well-known/jwks.json", func(w http.ResponseWriter, _ *http.Request) {
+				fmt.Fprint(w, `{"keys":[{"kty":"EC","crv":"P-256","alg":"ES256","use":"sig","kid":"e2e"}]}`)
+			})
+		}
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(l)
 		s.servers = append(s.servers, srv)

@@ -263,3 +263,15 @@ func Fault(point string) {
 		select {} // SIGKILL is not deliverable late; never return
 	}
 }
+
+// RemoveFile removes root+path if it exists and fsyncs its directory, so
+// that the removal survives a crash. It reports whether a file was removed.
+func RemoveFile(root, path string) (bool, error) {
+	p := HostPath(root, path)
+	if err := os.Remove(p); errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	return true, syncDir(filepath.Dir(p))
+}

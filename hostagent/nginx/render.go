@@ -6,6 +6,7 @@ package nginx
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"path"
 	"sort"
@@ -41,6 +42,24 @@ func HasCert(root, host string) bool {
 	c, k := CertFiles(host)
 	_, err := tls.LoadX509KeyPair(fsx.HostPath(root, c), fsx.HostPath(root, k))
 	return err == nil
+}
+
+// InstalledCert returns the leaf of host's certificate under root when its
+// chain and key load as a pair and the leaf names host (it may have expired).
+func InstalledCert(root, host string) (*x509.Certificate, error) {
+	c, k := CertFiles(host)
+	pair, err := tls.LoadX509KeyPair(fsx.HostPath(root, c), fsx.HostPath(root, k))
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return nil, err
+	}
+	if err := leaf.VerifyHostname(host); err != nil {
+		return nil, err
+	}
+	return leaf, nil
 }
 
 // Vhost is one rendered server file.

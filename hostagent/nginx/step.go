@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -19,8 +20,11 @@ import (
 )
 
 // Step converges the vhost files and reloads nginx only when they (or a
-// served certificate) changed. A config that fails nginx -t is rolled back
-// before the error is returned, so it is never left live.
+// served certificate) changed. The reload is recorded in the intent journal
+// before the files change, so a run killed in between leaves it owed. A
+// config that fails nginx -t is never left live: the vhost files nginx last
+// loaded (kept in the applied record) are put back and checked again, and
+// the error says what is on disk.
 type Step struct {
 	// ListenAddr restricts listen directives to one address ("" = all;
 	// the sandbox uses 127.0.0.1).
@@ -32,11 +36,35 @@ type Step struct {
 // Name implements agent.Step.
 func (s *Step) Name() string { return "nginx" }
 
-// AppliedMarker is the host path of the hash of the config (and the served
-// certificates) nginx was last reloaded with. A run killed between writing
-// the files and reloading finds it stale and reloads; so does a renewal,
-// which changes certificates but no config byte.
-func AppliedMarker(stateDir string) string { return path.Join(stateDir, "nginx", "applied.sha256") }
+// AppliedRecord is the host path of what nginx was last reloaded with: the
+// hash of the config and the served certificates, and the vhost files
+// themselves. A renewal changes certificates but no config byte, so the hash
+// changes and nginx reloads; a rejected config is rolled back to the files.
+func AppliedRecord(stateDir string) string { return path.Join(stateDir, "nginx", "applied.json") }
+
+// legacyMarker is the hash-only record of earlier agents, removed once the
+// applied record replaces it.
+func legacyMarker(stateDir string) string { return path.Join(stateDir, "nginx", "applied.sha256") }
+
+type applied struct {
+	SHA256 string            `json:"sha256"`
+	Files  map[string]string `json:"files"` // host path -> content
+}
+
+func readApplied(env *agent.Env) (*applied, error) {
+	b, err := os.ReadFile(env.Path(AppliedRecord(env.Spec.StateDir)))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var a applied
+	if err := json.Unmarshal(b, &a); err != nil {
+		return nil, nil // unusable: as if absent (reload, then rewrite it)
+	}
+	return &a, nil
+}
 
 // Run implements agent.Step.
 func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
@@ -78,7 +106,7 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	res.Detail["phases"] = phases
 	marker := hex.EncodeToString(h.Sum(nil)) + "\n"
 
-	// What is on disk now: our files, kept for the rollback.
+	// What is on disk now: our files.
 	old := map[string][]byte{}
 	existing, err := filepath.Glob(filepath.Join(env.Path(sp.Nginx.ConfDir), FilePrefix+"*.conf"))
 	if err != nil {
@@ -104,8 +132,15 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	}
 	sort.Strings(write)
 	sort.Strings(remove)
-	applied, _ := os.ReadFile(env.Path(AppliedMarker(sp.StateDir)))
-	if len(write) == 0 && len(remove) == 0 && string(applied) == marker {
+	last, err := readApplied(env)
+	if err != nil {
+		return res, err
+	}
+	owed, err := env.IsPending(agent.ActionReloadNginx)
+	if err != nil {
+		return res, err
+	}
+	if len(write) == 0 && len(remove) == 0 && last != nil && last.SHA256 == marker && !owed {
 		res.Status = agent.OK
 		return res, nil
 	}
@@ -122,38 +157,38 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		return res, nil
 	}
 
-	rollback := func() error {
-		var errs []error
-		for _, p := range append(append([]string{}, write...), remove...) {
-			if b, ok := old[p]; ok {
-				_, err := fsx.WriteFileAtomic(env.Root, p, b, 0o644, owner)
-				errs = append(errs, err)
-			} else if err := os.Remove(env.Path(p)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				errs = append(errs, err)
-			}
-		}
-		return errors.Join(errs...)
+	if err := env.Intend(agent.ActionReloadNginx); err != nil {
+		return res, err
 	}
 	for _, p := range write {
 		if _, err := env.WriteFile(&res, p, want[p], 0o644, owner); err != nil {
-			return res, errors.Join(err, rollback())
+			return res, err
 		}
 	}
 	for _, p := range remove {
-		if err := os.Remove(env.Path(p)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return res, errors.Join(err, rollback())
+		if _, err := fsx.RemoveFile(env.Root, p); err != nil {
+			return res, err
 		}
 		env.Counters.FilesWritten++
 		res.Changes = append(res.Changes, "removed stale "+p)
 	}
+	fsx.Fault("nginx:before-reload")
 	if err := env.ReloadNginx(ctx); err != nil {
-		if rerr := rollback(); rerr != nil {
-			return res, fmt.Errorf("nginx rejected the new vhosts and restoring the previous files failed (%v): %w", rerr, err)
-		}
-		return res, fmt.Errorf("nginx rejected the new vhosts; the previous files are restored and nginx keeps serving them: %w", err)
+		return res, s.rollback(ctx, env, last, old, err)
 	}
 	res.Changes = append(res.Changes, "nginx -t passed; reloaded nginx")
-	if _, err := env.WriteFile(nil, AppliedMarker(sp.StateDir), []byte(marker), 0o644, owner); err != nil {
+	rec := applied{SHA256: marker, Files: map[string]string{}}
+	for p, b := range want {
+		rec.Files[p] = string(b)
+	}
+	rb, _ := json.MarshalIndent(rec, "", "  ")
+	if _, err := env.WriteFile(nil, AppliedRecord(sp.StateDir), append(rb, '\n'), 0o600, owner); err != nil {
+		return res, err
+	}
+	if _, err := fsx.RemoveFile(env.Root, legacyMarker(sp.StateDir)); err != nil {
+		return res, err
+	}
+	if err := env.Done(agent.ActionReloadNginx); err != nil {
 		return res, err
 	}
 	res.Status = agent.Changed
@@ -163,4 +198,50 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	}
 	env.Logf("nginx: %s", strings.TrimSpace(b.String()))
 	return res, nil
+}
+
+// rollback puts back the vhost files nginx last loaded (from the applied
+// record; without one, those found on disk before this run), tests them
+// again and returns an error that says what is on disk. Nginx itself was
+// not reloaded, so it keeps serving the configuration it runs.
+func (s *Step) rollback(ctx context.Context, env *agent.Env, last *applied, before map[string][]byte, cause error) error {
+	restore, what := before, "the vhost files found before this run (the agent has no record of what nginx last loaded)"
+	if last != nil {
+		restore, what = map[string][]byte{}, "the vhost files nginx last loaded"
+		for p, c := range last.Files {
+			restore[p] = []byte(c)
+		}
+	}
+	owner, err := env.Owner("", "")
+	if err != nil {
+		return fmt.Errorf("nginx rejected the new vhosts (%w) and restoring %s failed: %v", cause, what, err)
+	}
+	var errs []error
+	for p, b := range restore {
+		if _, err := fsx.WriteFileAtomic(env.Root, p, b, 0o644, owner); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	ours, _ := filepath.Glob(filepath.Join(env.Path(env.Spec.Nginx.ConfDir), FilePrefix+"*.conf"))
+	for _, f := range ours {
+		p := path.Join(env.Spec.Nginx.ConfDir, filepath.Base(f))
+		if _, keep := restore[p]; !keep {
+			if _, err := fsx.RemoveFile(env.Root, p); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("nginx rejected the new vhosts (%w) and restoring %s failed, so the rejected files may still be on disk: %v", cause, what, err)
+	}
+	if err := env.Sys.NginxTest(ctx); err != nil {
+		return fmt.Errorf("nginx rejected the new vhosts (%w); %s are restored, but nginx -t rejects them too (%v): a certificate or a file outside the agent's vhosts is at fault; nginx keeps serving its running configuration until it restarts", cause, what, err)
+	}
+	if last != nil {
+		// The disk holds what nginx runs: no reload is owed.
+		if err := env.Done(agent.ActionReloadNginx); err != nil {
+			return fmt.Errorf("nginx rejected the new vhosts (%w); %s are restored and pass nginx -t, but clearing the owed reload failed: %v", cause, what, err)
+		}
+	}
+	return fmt.Errorf("nginx rejected the new vhosts; %s are restored and pass nginx -t, and nginx keeps serving its running configuration: %w", what, cause)
 }

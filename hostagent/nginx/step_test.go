@@ -8,14 +8,17 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
+	"github.com/agentkeys/agentkeys-infra/hostagent/fsx"
 	"github.com/agentkeys/agentkeys-infra/hostagent/spec"
 )
 
@@ -140,7 +143,7 @@ func TestKilledBeforeReloadReloadsOnRerun(t *testing.T) {
 	}
 	// The files are in place but the reload never happened (the marker is
 	// written only after it): the next run must reload.
-	os.Remove(filepath.Join(root, AppliedMarker("/var/lib/agentkeys")))
+	os.Remove(filepath.Join(root, AppliedRecord("/var/lib/agentkeys")))
 	env := newEnv(t, root)
 	if _, err := s.Run(ctx, env); err != nil || env.Counters.Reloads != 1 {
 		t.Fatalf("rerun after a lost reload: %v reloads=%d, want 1", err, env.Counters.Reloads)
@@ -174,5 +177,153 @@ func TestNonDefaultHTTPSPortInRedirect(t *testing.T) {
 	}
 	if !strings.Contains(string(v[0].Data), "return 301 https://$host:8443$request_uri;") || !strings.Contains(string(v[0].Data), "listen 127.0.0.1:8443 ssl;") {
 		t.Errorf("redirect/listen ignore the port or address:\n%s", v[0].Data)
+	}
+}
+
+// pickySystem is the sandbox with an nginx -t that rejects any agentkeys
+// vhost on disk holding "bogus_directive", as real nginx would.
+type pickySystem struct {
+	*sandbox
+	root  string
+	tests int
+}
+
+func (p *pickySystem) NginxTest(ctx context.Context) error {
+	p.tests++
+	files, _ := filepath.Glob(filepath.Join(p.root, "etc/nginx/conf.d", FilePrefix+"*.conf"))
+	for _, f := range files {
+		if b, _ := os.ReadFile(f); strings.Contains(string(b), "bogus_directive") {
+			return fmt.Errorf("nginx: [emerg] unknown directive \"bogus_directive\" in %s", f)
+		}
+	}
+	return p.sandbox.NginxTest(ctx)
+}
+
+// sandbox names the embedded field so that its Sandbox method is promoted.
+type sandbox = agent.Sandbox
+
+type killed struct{}
+
+// confs maps each agentkeys vhost in the conf dir to its content.
+func confs(t *testing.T, root string) map[string]string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(root, "etc/nginx/conf.d", FilePrefix+"*.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, f := range files {
+		out[filepath.Base(f)] = read(t, f)
+	}
+	return out
+}
+
+func reloads(t *testing.T, sb *agent.Sandbox) int {
+	t.Helper()
+	calls, err := sb.Calls()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, c := range calls {
+		if c.Op == "nginx" && len(c.Args) == 1 && c.Args[0] == "reload" {
+			n++
+		}
+	}
+	return n
+}
+
+// A run killed after writing a bad vhost and before the reload leaves the
+// bad file on disk and the reload owed. The next run (same bad render)
+// writes nothing, owes the reload, and nginx -t rejects the files: the
+// files nginx last loaded must really be put back (not just claimed to
+// be), pass nginx -t, and the error must say so.
+func TestRejectedConfigRestoresWhatNginxLastLoaded(t *testing.T) {
+	root := t.TempDir()
+	ctx := context.Background()
+	sys := &pickySystem{sandbox: agent.NewSandbox(root), root: root}
+	env := func() *agent.Env {
+		e := newEnv(t, root)
+		e.Sys = sys
+		return e
+	}
+	good := &Step{}
+	bad := &Step{Mutate: func(host string, b []byte) []byte {
+		if host == "signer-test-2.example.org" {
+			return append(b, "bogus_directive on;\n"...)
+		}
+		return b
+	}}
+	if _, err := good.Run(ctx, env()); err != nil {
+		t.Fatal(err)
+	}
+	loaded := confs(t, root)
+
+	fsx.FaultHook = func(p string) {
+		if p == "nginx:before-reload" {
+			panic(killed{})
+		}
+	}
+	func() {
+		defer func() {
+			if r := recover(); r == nil {
+				t.Fatal("the kill before the reload was not reached")
+			} else if _, ok := r.(killed); !ok {
+				panic(r)
+			}
+		}()
+		bad.Run(ctx, env())
+	}()
+	fsx.FaultHook = nil
+	if reflect.DeepEqual(confs(t, root), loaded) {
+		t.Fatal("the killed run wrote no bad vhost")
+	}
+	before := reloads(t, sys.sandbox)
+
+	e := env()
+	_, err := bad.Run(ctx, e)
+	if err == nil {
+		t.Fatal("nginx -t accepted the bogus vhost")
+	}
+	for _, want := range []string{"bogus_directive", "the vhost files nginx last loaded are restored and pass nginx -t"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if got := confs(t, root); !reflect.DeepEqual(got, loaded) {
+		t.Errorf("the rejected files stayed on disk:\n%v\nwant what nginx last loaded:\n%v", got, loaded)
+	}
+	if err := sys.NginxTest(ctx); err != nil {
+		t.Errorf("after the rollback nginx -t fails: %v", err)
+	}
+	if n := reloads(t, sys.sandbox) - before; n != 0 {
+		t.Errorf("a rejected config was reloaded %d times", n)
+	}
+	if owed, _ := e.IsPending(agent.ActionReloadNginx); owed {
+		t.Error("a reload is still owed though the disk holds what nginx runs")
+	}
+	// And the good render is a no-op again.
+	e = env()
+	if res, err := good.Run(ctx, e); err != nil || res.Status != agent.OK || *e.Counters != (agent.Counters{}) {
+		t.Errorf("good run after the rollback: %s %v %v %+v, want ok and nothing done", res.Status, res.Changes, err, *e.Counters)
+	}
+}
+
+// Without a record of what nginx last loaded (the very first run), the
+// rollback restores what was on disk before the run, and says that.
+func TestRejectedFirstConfigSaysWhatItRestored(t *testing.T) {
+	root := t.TempDir()
+	confDir := filepath.Join(root, "etc/nginx/conf.d")
+	os.MkdirAll(confDir, 0o755)
+	os.WriteFile(filepath.Join(confDir, "agentkeys-old-host.example.org.conf"), []byte("server {}\n"), 0o644)
+	sys := &pickySystem{sandbox: agent.NewSandbox(root), root: root}
+	e := newEnv(t, root)
+	e.Sys = sys
+	_, err := (&Step{Mutate: func(_ string, b []byte) []byte { return append(b, "bogus_directive on;\n"...) }}).Run(context.Background(), e)
+	if err == nil || !strings.Contains(err.Error(), "the vhost files found before this run (the agent has no record of what nginx last loaded) are restored") {
+		t.Fatalf("err = %v", err)
+	}
+	if got := confs(t, root); !reflect.DeepEqual(got, map[string]string{"agentkeys-old-host.example.org.conf": "server {}\n"}) {
+		t.Errorf("conf dir after the rollback: %v", got)
 	}
 }

@@ -12,8 +12,10 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/agentkeys/agentkeys-infra/naming"
@@ -208,8 +210,25 @@ func (s *HostSpec) Validate() error {
 	if s.ACME.Directory == "" {
 		return fail("acme.directory", "is required (for example https://acme-v02.api.letsencrypt.org/directory)")
 	}
-	if s.Nginx.HTTPPort <= 0 || s.Nginx.HTTPSPort <= 0 || s.Nginx.HTTPPort == s.Nginx.HTTPSPort {
-		return fail("nginx", "httpPort and httpsPort must be distinct positive ports")
+	if d, err := url.Parse(s.ACME.Directory); err != nil || d.Scheme != "https" || d.Host == "" || d.User != nil {
+		return fail("acme.directory", "%q must be an absolute https:// URL of an ACME directory, such as https://acme-v02.api.letsencrypt.org/directory", s.ACME.Directory)
+	}
+	if r := s.ACME.Resolver; r != "" {
+		host, port, err := net.SplitHostPort(r)
+		if err != nil || host == "" || !validPort(port) {
+			return fail("acme.resolver", "%q must be host:port of a DNS resolver, such as 8.8.8.8:53 or [2001:4860:4860::8888]:53 (or empty for the system resolver)", r)
+		}
+	}
+	for _, p := range []struct {
+		f string
+		v int
+	}{{"nginx.httpPort", s.Nginx.HTTPPort}, {"nginx.httpsPort", s.Nginx.HTTPSPort}} {
+		if p.v < 1 || p.v > 65535 {
+			return fail(p.f, "%d is not a TCP port; use 1..65535 (80 for HTTP, 443 for HTTPS)", p.v)
+		}
+	}
+	if s.Nginx.HTTPPort == s.Nginx.HTTPSPort {
+		return fail("nginx.httpsPort", "%d is also nginx.httpPort; give HTTP and HTTPS distinct ports", s.Nginx.HTTPSPort)
 	}
 	for _, p := range []struct{ f, v string }{{"stateDir", s.StateDir}, {"nginx.webroot", s.Nginx.Webroot}, {"nginx.confDir", s.Nginx.ConfDir}} {
 		if !strings.HasPrefix(p.v, "/") {
@@ -225,6 +244,7 @@ func (s *HostSpec) Validate() error {
 	ports := map[int]string{s.Nginx.HTTPPort: "nginx.httpPort", s.Nginx.HTTPSPort: "nginx.httpsPort"}
 	names := map[string]bool{}
 	hosts := map[string]string{}
+	envFiles := map[string]string{}
 	if len(s.Services) == 0 {
 		return fail("services", "at least the broker service is required")
 	}
@@ -237,8 +257,8 @@ func (s *HostSpec) Validate() error {
 			return fail(f+".name", "service %q is listed twice", svc.Name)
 		}
 		names[svc.Name] = true
-		if svc.Port <= 0 || svc.Port > 65535 {
-			return fail(f+".port", "%d is not a TCP port", svc.Port)
+		if svc.Port < 1 || svc.Port > 65535 {
+			return fail(f+".port", "%d is not a TCP port; use a free port in 1..65535", svc.Port)
 		}
 		if other, ok := ports[svc.Port]; ok {
 			return fail(f+".port", "port %d of %s clashes with %s", svc.Port, svc.Name, other)
@@ -259,6 +279,10 @@ func (s *HostSpec) Validate() error {
 		if !strings.HasPrefix(svc.EnvFile, "/") {
 			return fail(f+".envFile", "%q must be an absolute path", svc.EnvFile)
 		}
+		if other, ok := envFiles[path.Clean(svc.EnvFile)]; ok {
+			return fail(f+".envFile", "%q is also the envFile of %s; give each service its own env file (one would overwrite the other)", svc.EnvFile, other)
+		}
+		envFiles[path.Clean(svc.EnvFile)] = fmt.Sprintf("services[%d] (%s)", i, svc.Name)
 		if !strings.HasPrefix(svc.Health, "/") {
 			return fail(f+".health", "%q must be a path such as /healthz", svc.Health)
 		}
@@ -287,6 +311,11 @@ func (s *HostSpec) Validate() error {
 		}
 	}
 	return nil
+}
+
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535
 }
 
 func inZone(h, zone string) bool {

@@ -29,7 +29,9 @@ func decode(t *testing.T, m map[string]any) error {
 	return err
 }
 
-func services(m map[string]any) []any { return m["services"].([]any) }
+func services(m map[string]any) []any       { return m["services"].([]any) }
+func nginx(m map[string]any) map[string]any { return m["nginx"].(map[string]any) }
+func acme(m map[string]any) map[string]any  { return m["acme"].(map[string]any) }
 
 func TestProgramSpecIsValid(t *testing.T) {
 	require.NoError(t, decode(t, golden(t)))
@@ -62,6 +64,26 @@ func TestValidateRejects(t *testing.T) {
 		{"bad contract", func(m map[string]any) { m["contracts"] = map[string]any{"REGISTRY": "0x12"} }, "contracts.REGISTRY"},
 		{"public IP", func(m map[string]any) { m["publicIp"] = "[unknown]" }, "publicIp"},
 		{"relative state dir", func(m map[string]any) { m["stateDir"] = "var/lib/agentkeys" }, "stateDir"},
+		{"shared env file", func(m map[string]any) { services(m)[3].(map[string]any)["envFile"] = "/etc/agentkeys/broker.env" },
+			`host spec field services[3].envFile: "/etc/agentkeys/broker.env" is also the envFile of services[0] (broker); give each service its own env file`},
+		{"shared env file, unclean path", func(m map[string]any) { services(m)[3].(map[string]any)["envFile"] = "/etc/agentkeys//signer.env" },
+			"is also the envFile of services[1] (signer)"},
+		{"service port 0", func(m map[string]any) { services(m)[1].(map[string]any)["port"] = 0 }, "host spec field services[1].port: 0 is not a TCP port; use a free port in 1..65535"},
+		{"service port too high", func(m map[string]any) { services(m)[1].(map[string]any)["port"] = 65536 }, "host spec field services[1].port: 65536 is not a TCP port"},
+		{"nginx http port too high", func(m map[string]any) { nginx(m)["httpPort"] = 70000 }, "host spec field nginx.httpPort: 70000 is not a TCP port; use 1..65535"},
+		{"nginx https port negative", func(m map[string]any) { nginx(m)["httpsPort"] = -1 }, "host spec field nginx.httpsPort: -1 is not a TCP port"},
+		{"nginx https port missing", func(m map[string]any) { delete(nginx(m), "httpsPort") }, "host spec field nginx.httpsPort: 0 is not a TCP port"},
+		{"nginx ports equal", func(m map[string]any) { nginx(m)["httpsPort"] = nginx(m)["httpPort"] }, "host spec field nginx.httpsPort: 80 is also nginx.httpPort"},
+		{"acme directory over http", func(m map[string]any) { acme(m)["directory"] = "http://acme.example.org/directory" },
+			`host spec field acme.directory: "http://acme.example.org/directory" must be an absolute https:// URL`},
+		{"acme directory relative", func(m map[string]any) { acme(m)["directory"] = "acme-v02.api.letsencrypt.org/directory" }, "field acme.directory"},
+		{"acme directory without host", func(m map[string]any) { acme(m)["directory"] = "https:///directory" }, "field acme.directory"},
+		{"resolver without port", func(m map[string]any) { acme(m)["resolver"] = "8.8.8.8" },
+			`host spec field acme.resolver: "8.8.8.8" must be host:port of a DNS resolver, such as 8.8.8.8:53`},
+		{"resolver without host", func(m map[string]any) { acme(m)["resolver"] = ":53" }, "field acme.resolver"},
+		{"resolver port not a number", func(m map[string]any) { acme(m)["resolver"] = "8.8.8.8:dns" }, "field acme.resolver"},
+		{"resolver port out of range", func(m map[string]any) { acme(m)["resolver"] = "8.8.8.8:0" }, "field acme.resolver"},
+		{"bare IPv6 resolver", func(m map[string]any) { acme(m)["resolver"] = "2001:4860:4860::8888" }, "field acme.resolver"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -70,6 +92,29 @@ func TestValidateRejects(t *testing.T) {
 			err := decode(t, m)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+// What the checks must keep accepting: the test CAs' loopback https
+// directories, bracketed IPv6 and named resolvers, the system resolver.
+func TestValidateAccepts(t *testing.T) {
+	cases := []struct {
+		name string
+		edit func(m map[string]any)
+	}{
+		{"pebble directory", func(m map[string]any) { acme(m)["directory"] = "https://127.0.0.1:14000/dir" }},
+		{"localhost directory", func(m map[string]any) { acme(m)["directory"] = "https://localhost:14000/dir" }},
+		{"IPv6 resolver", func(m map[string]any) { acme(m)["resolver"] = "[2001:4860:4860::8888]:53" }},
+		{"named resolver", func(m map[string]any) { acme(m)["resolver"] = "resolver.example.org:5353" }},
+		{"system resolver", func(m map[string]any) { delete(acme(m), "resolver") }},
+		{"high ports", func(m map[string]any) { nginx(m)["httpPort"] = 18080; nginx(m)["httpsPort"] = 65535 }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m := golden(t)
+			tc.edit(m)
+			require.NoError(t, decode(t, m))
 		})
 	}
 }

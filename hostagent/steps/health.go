@@ -22,8 +22,9 @@ import (
 // Health waits, bounded by spec.HealthTimeoutSeconds (default 60), for each
 // service's health path on 127.0.0.1, and for the broker's OIDC discovery
 // (issuer byte-for-byte equal to the spec's) and JWKS (at least one ES256
-// key). Once the broker's certificate is in place it also fetches the
-// discovery through nginx over TLS, as AWS will. Every check is reported;
+// key). Once the broker's certificate is on disk it also fetches the
+// discovery through nginx over TLS, as AWS will, and (when the certificates
+// step did not run) records the broker host as issued while it is valid. Every check is reported;
 // any failure fails the step.
 type Health struct{}
 
@@ -77,9 +78,18 @@ func (Health) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 				}
 				return fmt.Errorf("no ES256 key among %d keys", len(d.Keys))
 			}})
-		if b.Hostname != "" && env.Report.IsIssued(b.Hostname) {
-			checks = append(checks, check{name: agent.HealthBrokerTLS, url: s.Issuer + "/.well-known/openid-configuration",
-				verify: discovery, client: tlsClient(env, b.Hostname)})
+		// Whenever the broker's certificate is on disk (whether or not this
+		// run's certificates step ran), nginx serves it in Phase B: the
+		// check runs and its outcome decides.
+		if b.Hostname != "" {
+			if leaf, err := nginx.InstalledCert(env.Root, b.Hostname); err == nil {
+				checks = append(checks, check{name: agent.HealthBrokerTLS, url: s.Issuer + "/.well-known/openid-configuration",
+					verify: discovery, client: tlsClient(env, b.Hostname)})
+				now := time.Now()
+				if env.Report.Recorded(b.Hostname) == "" && now.After(leaf.NotBefore) && now.Before(leaf.NotAfter) {
+					env.Report.Issued(b.Hostname) // the certificates step did not run
+				}
+			}
 		}
 	}
 	timeout := time.Duration(s.HealthTimeoutSeconds) * time.Second

@@ -69,37 +69,63 @@ func TestHealthChecksBrokerDiscoveryOverTLS(t *testing.T) {
 	serve(t, tl, mux)
 
 	env, _ := newEnv(t, s)
-	fullchain, _ := nginx.CertFiles(b.Hostname)
-	write := func(pemBytes []byte) {
+	fullchain, privkey := nginx.CertFiles(b.Hostname)
+	write := func(c tls.Certificate, pemBytes []byte) {
 		require.NoError(t, os.MkdirAll(filepath.Dir(env.Path(fullchain)), 0o755))
 		require.NoError(t, os.WriteFile(env.Path(fullchain), pemBytes, 0o644))
+		kd, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(env.Path(privkey), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}), 0o600))
 	}
-	run := func(issued bool) (map[string]agent.HealthCheck, error) {
+	// recorded is what this run's certificates step reported for the broker
+	// host: "" when it did not run (apply --skip certificates, --only health).
+	run := func(recorded string) (map[string]agent.HealthCheck, error) {
 		env.Report = &agent.Report{}
-		if issued {
+		switch recorded {
+		case "issued":
 			env.Report.Issued(b.Hostname)
+		case "skipped":
+			env.Report.SkipHost(b.Hostname, "renewal failed")
 		}
 		_, err := Health{}.Run(context.Background(), env)
 		return env.Report.HealthChecks(), err
 	}
 
 	// No certificate yet: no TLS check, and that is not a failure.
-	checks, err := run(false)
+	checks, err := run("")
 	require.NoError(t, err)
 	assert.NotContains(t, checks, agent.HealthBrokerTLS)
+	assert.Empty(t, env.Report.Hosts().Issued)
 
 	// nginx serves the certificate the agent holds: healthy TLS.
-	write(servedPEM)
-	checks, err = run(true)
+	write(served, servedPEM)
+	checks, err = run("issued")
 	require.NoError(t, err)
 	assert.True(t, checks[agent.HealthBrokerTLS].OK, checks[agent.HealthBrokerTLS].Detail)
 	assert.Equal(t, s.Issuer+"/.well-known/openid-configuration", checks[agent.HealthBrokerTLS].URL)
 
-	// The agent holds a newer certificate nginx does not serve yet (no reload).
-	_, otherPEM := selfSignedFor(t, b.Hostname)
-	write(otherPEM)
-	checks, err = run(true)
-	require.Error(t, err)
-	assert.False(t, checks[agent.HealthBrokerTLS].OK)
-	assert.Contains(t, checks[agent.HealthBrokerTLS].Detail, "nginx serves a certificate other than "+fullchain)
+	// The certificates step did not run: the certificate on disk is what
+	// counts. The check runs, and the valid certificate is reported issued,
+	// as the Pulumi program requires to federate.
+	checks, err = run("")
+	require.NoError(t, err)
+	assert.True(t, checks[agent.HealthBrokerTLS].OK, checks[agent.HealthBrokerTLS].Detail)
+	assert.Equal(t, []string{b.Hostname}, env.Report.Hosts().Issued)
+	// A host the certificates step reported skipped stays skipped, but the
+	// certificate nginx serves is still checked.
+	checks, err = run("skipped")
+	require.NoError(t, err)
+	assert.True(t, checks[agent.HealthBrokerTLS].OK)
+	assert.Empty(t, env.Report.Hosts().Issued)
+
+	// The agent holds a newer certificate nginx does not serve yet (no
+	// reload): with a certificate on disk, the check's outcome decides.
+	other, otherPEM := selfSignedFor(t, b.Hostname)
+	write(other, otherPEM)
+	for _, rec := range []string{"issued", ""} {
+		checks, err = run(rec)
+		require.Error(t, err, rec)
+		assert.False(t, checks[agent.HealthBrokerTLS].OK)
+		assert.Contains(t, checks[agent.HealthBrokerTLS].Detail, "nginx serves a certificate other than "+fullchain)
+	}
 }

@@ -88,8 +88,13 @@ func DeployedIssuer(root string) (issuer, source string, err error) {
 	}
 	for _, f := range envFiles {
 		lines, err := agent.ReadEnvFile(fsx.HostPath(root, f))
-		if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
 			continue
+		}
+		if err != nil {
+			// An unreadable env file must not pass for a fresh host: the
+			// issuer it holds may be another stack's.
+			return "", "", fmt.Errorf("cannot read %s, the environment file of the deployed %s, to check which stack this host serves: %w; fix it (or move it away if the host serves no broker) and re-run", f, BrokerUnit, err)
 		}
 		for _, l := range lines {
 			if val, ok := strings.CutPrefix(l, "BROKER_OIDC_ISSUER="); ok {

@@ -12,20 +12,33 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"strings"
 
 	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
 	"github.com/agentkeys/agentkeys-infra/hostagent/fsx"
+	"github.com/agentkeys/agentkeys-infra/hostagent/spec"
 	jose "github.com/go-jose/go-jose/v4"
 )
 
 // Secrets writes the dev_key_service master secret once (never overwritten,
 // never rotated: every derived wallet depends on it) and mints the broker's
-// oidc and session ES256 keypairs once. An existing file that does not parse
-// is an error naming it; it is never replaced.
+// oidc and session ES256 keypairs once. The master secret is root:root 0600:
+// only systemd reads it, to hand it to the signer (LoadCredential); the
+// keypairs belong to the service user, for the broker. An existing file that
+// does not parse is an error naming it; it is never replaced. Every secret
+// minted (or found) is recorded in the root-only SecretsRecord: a recorded
+// secret whose file is gone is an error (restore it from a backup), never
+// a silent rotation.
 type Secrets struct{}
 
 func (Secrets) Name() string { return "secrets" }
+
+// SecretsRecord is the host path of the record of minted secrets: secret
+// path -> the sha256 of its content when it was minted or first found.
+func SecretsRecord(s *spec.HostSpec) string {
+	return path.Join(agent.AgentDir(s.StateDir), "secrets.json")
+}
 
 func (Secrets) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	res := agent.Result{Step: "secrets"}
@@ -34,25 +47,70 @@ func (Secrets) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	if err != nil {
 		return res, err
 	}
+	rec, err := readSecretsRecord(env)
+	if err != nil {
+		return res, err
+	}
 	if _, err := env.EnsureDir(&res, KeysDir(s), 0o700, o); err != nil {
 		return res, err
 	}
-	if err := ensureSecret(env, &res, MasterSecretPath(s), o, newMasterSecret, checkMasterSecret); err != nil {
+	if err := ensureSecret(env, &res, rec, MasterSecretPath(s), mustRoot(env), newMasterSecret, checkMasterSecret); err != nil {
 		return res, err
 	}
 	fsx.Fault("secrets:after-master-secret")
 	for _, p := range []string{OIDCKeyPath(s), SessionKeyPath(s)} {
-		if err := ensureSecret(env, &res, p, o, newKeypair, checkKeypair); err != nil {
+		if err := ensureSecret(env, &res, rec, p, o, newKeypair, checkKeypair); err != nil {
 			return res, err
 		}
 	}
 	return res, nil
 }
 
-func ensureSecret(env *agent.Env, res *agent.Result, path string, o ownerT, mint func() ([]byte, error), check func([]byte) error) error {
+type secretsRecord map[string]string
+
+func readSecretsRecord(env *agent.Env) (secretsRecord, error) {
+	rec := secretsRecord{}
+	p := SecretsRecord(env.Spec)
+	b, err := os.ReadFile(env.Path(p))
+	if errors.Is(err, fs.ErrNotExist) {
+		return rec, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return nil, fmt.Errorf("%s does not parse (%v): it records which secrets this host minted; restore it from a backup", p, err)
+	}
+	return rec, nil
+}
+
+// record adds path (with its content's hash) to the record of minted
+// secrets. It is written after the secret, so a crash in between leaves a
+// secret the next run records, never a record without its secret.
+func record(env *agent.Env, res *agent.Result, rec secretsRecord, path string, data []byte) error {
+	if _, ok := rec[path]; ok || env.DryRun {
+		return nil
+	}
+	rec[path] = sha(data)
+	if _, err := env.EnsureDir(nil, agent.AgentDir(env.Spec.StateDir), 0o700, mustRoot(env)); err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(rec, "", "  ")
+	if _, err := env.WriteFile(nil, SecretsRecord(env.Spec), append(b, '\n'), 0o600, mustRoot(env)); err != nil {
+		return err
+	}
+	res.Changes = append(res.Changes, "recorded "+path+" in "+SecretsRecord(env.Spec))
+	return nil
+}
+
+func ensureSecret(env *agent.Env, res *agent.Result, rec secretsRecord, path string, o ownerT, mint func() ([]byte, error), check func([]byte) error) error {
 	b, err := os.ReadFile(env.Path(path))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
+		if sum, minted := rec[path]; minted {
+			return fmt.Errorf("%s is missing, but this host minted it (sha256 %s, recorded in %s); it is never minted again, as a new one would be a silent rotation: restore it from a backup and re-run (only on a host with no wallets, keys or sessions to keep, delete its entry from %s to mint a new one)",
+				path, sum, SecretsRecord(env.Spec), SecretsRecord(env.Spec))
+		}
 		if env.DryRun {
 			res.Changes = append(res.Changes, "would create "+path)
 			return nil
@@ -61,13 +119,22 @@ func ensureSecret(env *agent.Env, res *agent.Result, path string, o ownerT, mint
 		if err != nil {
 			return err
 		}
-		_, err = env.CreateOnce(res, path, data, 0o600, o)
-		return err
+		if _, err := env.CreateOnce(res, path, data, 0o600, o); err != nil {
+			return err
+		}
+		// A concurrent creator may have won: record what is there.
+		if data, err = os.ReadFile(env.Path(path)); err != nil {
+			return err
+		}
+		return record(env, res, rec, path, data)
 	case err != nil:
 		return err
 	}
 	if err := check(b); err != nil {
-		return fmt.Errorf("%s exists but %v; it is never replaced automatically: restore it from a backup, or (only on a host with no wallets or sessions to keep) delete it so a new one is minted", path, err)
+		return fmt.Errorf("%s exists but %v; it is never replaced automatically: restore it from a backup, or (only on a host with no wallets or sessions to keep) delete it and its entry in %s so a new one is minted", path, err, SecretsRecord(env.Spec))
+	}
+	if err := record(env, res, rec, path, b); err != nil {
+		return err
 	}
 	// Mode and owner only: the bytes are kept as they are.
 	return fixMode(env, res, path, o)

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -151,13 +152,36 @@ func TestIdentityCrossWiring(t *testing.T) {
 	assert.Equal(t, "none (fresh host)", res.Detail["deployed"])
 }
 
+// An env file the deployed broker unit names but the agent cannot read is
+// an error, not a fresh host: the guard cannot be bypassed that way. An
+// absent one is a fresh host's (systemd would not start the unit either).
+func TestIdentityUnreadableEnvFileIsAnError(t *testing.T) {
+	s := sandboxtest.Spec(t, sandboxtest.NewRepo(t))
+	env, _ := newEnv(t, s)
+	unit := env.Path(UnitDir + "/" + BrokerUnit)
+	require.NoError(t, os.MkdirAll(filepath.Dir(unit), 0o755))
+	require.NoError(t, os.WriteFile(unit, []byte("[Service]\nEnvironmentFile=/etc/agentkeys/broker.env\n"), 0o644))
+
+	res, err := Identity{}.Run(context.Background(), env)
+	require.NoError(t, err, "absent env file")
+	assert.Equal(t, "none (fresh host)", res.Detail["deployed"])
+
+	// Unreadable (root reads any mode, so a directory stands in for it).
+	require.NoError(t, os.MkdirAll(env.Path("/etc/agentkeys/broker.env"), 0o755))
+	guard, list := Core()
+	_, err = (&agent.Runner{Guard: guard, Steps: list}).Run(context.Background(), env)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "identity: cannot read /etc/agentkeys/broker.env, the environment file of the deployed agentkeys-broker.service")
+	assert.NoDirExists(t, env.Path("/var/lib/agentkeys"), "nothing changed")
+}
+
 func TestSecretsWrittenOnceAndNeverReplaced(t *testing.T) {
 	env, _ := newEnv(t, sandboxtest.Spec(t, sandboxtest.NewRepo(t)))
 	_, err := Users{}.Run(context.Background(), env)
 	require.NoError(t, err)
 	res, err := Secrets{}.Run(context.Background(), env)
 	require.NoError(t, err)
-	assert.Len(t, res.Changes, 4, "keys dir, master secret, two keypairs")
+	assert.Len(t, res.Changes, 7, "keys dir, master secret, two keypairs, each recorded: %v", res.Changes)
 	before := map[string]string{}
 	for _, p := range []string{MasterSecretPath(env.Spec), OIDCKeyPath(env.Spec), SessionKeyPath(env.Spec)} {
 		before[p] = read(t, env, p)
@@ -184,6 +208,99 @@ func TestSecretsWrittenOnceAndNeverReplaced(t *testing.T) {
 	require.NoError(t, os.WriteFile(env.Path(MasterSecretPath(env.Spec)), []byte("short\n"), 0o600))
 	_, err = Secrets{}.Run(context.Background(), env)
 	assert.ErrorContains(t, err, "/var/lib/agentkeys/master-secret exists but is not 32 bytes of hex")
+}
+
+// The master secret is root's alone (systemd hands it to the signer); the
+// broker's keypairs stay the service user's.
+func TestSecretOwners(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("ownership needs root")
+	}
+	env, _ := newEnv(t, sandboxtest.Spec(t, sandboxtest.NewRepo(t)))
+	_, err := Users{}.Run(context.Background(), env)
+	require.NoError(t, err)
+	svcUID, _, err := env.Sys.LookupUser(env.Spec.ServiceUser)
+	require.NoError(t, err)
+	require.NotZero(t, svcUID)
+	owner := func(p string) (uint32, os.FileMode) {
+		st, err := os.Stat(env.Path(p))
+		require.NoError(t, err)
+		return st.Sys().(*syscall.Stat_t).Uid, st.Mode().Perm()
+	}
+	// A host set up by an earlier agent: the master secret is the service user's.
+	require.NoError(t, os.WriteFile(env.Path(MasterSecretPath(env.Spec)), []byte(strings.Repeat("ab", 32)+"\n"), 0o640))
+	require.NoError(t, os.Chown(env.Path(MasterSecretPath(env.Spec)), svcUID, svcUID))
+	res, err := Secrets{}.Run(context.Background(), env)
+	require.NoError(t, err)
+	assert.Contains(t, res.Changes, "fixed mode/owner of "+MasterSecretPath(env.Spec))
+	uid, mode := owner(MasterSecretPath(env.Spec))
+	assert.Equal(t, uint32(0), uid, "master secret owned by root")
+	assert.Equal(t, os.FileMode(0o600), mode)
+	for _, p := range []string{OIDCKeyPath(env.Spec), SessionKeyPath(env.Spec)} {
+		uid, mode := owner(p)
+		assert.Equal(t, uint32(svcUID), uid, "%s owned by the service user (the broker reads it)", p)
+		assert.Equal(t, os.FileMode(0o600), mode)
+	}
+	uid, mode = owner(SecretsRecord(env.Spec))
+	assert.Equal(t, uint32(0), uid)
+	assert.Equal(t, os.FileMode(0o600), mode)
+	st, err := os.Stat(env.Path(agent.AgentDir(env.Spec.StateDir)))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o700), st.Mode().Perm(), "the agent's record dir is root-only")
+	assert.Equal(t, uint32(0), st.Sys().(*syscall.Stat_t).Uid)
+}
+
+// A secret this host minted is never minted again: a missing file is an
+// error naming the backup to restore, and nothing is written.
+func TestMissingMintedSecretIsAnErrorNotARotation(t *testing.T) {
+	for _, which := range []string{"master-secret", "oidc", "session"} {
+		t.Run(which, func(t *testing.T) {
+			env, _ := newEnv(t, sandboxtest.Spec(t, sandboxtest.NewRepo(t)))
+			_, err := Users{}.Run(context.Background(), env)
+			require.NoError(t, err)
+			_, err = Secrets{}.Run(context.Background(), env)
+			require.NoError(t, err)
+			p := map[string]string{"master-secret": MasterSecretPath(env.Spec), "oidc": OIDCKeyPath(env.Spec), "session": SessionKeyPath(env.Spec)}[which]
+			orig := read(t, env, p)
+			st, err := os.Stat(env.Path(p))
+			require.NoError(t, err)
+			require.NoError(t, os.Remove(env.Path(p)))
+
+			for _, dry := range []bool{true, false} {
+				env.DryRun = dry
+				_, err = Secrets{}.Run(context.Background(), env)
+				require.Error(t, err, "dry run %v", dry)
+				assert.Contains(t, err.Error(), p+" is missing, but this host minted it (sha256 "+sha([]byte(orig)))
+				assert.Contains(t, err.Error(), "restore it from a backup")
+				assert.NoFileExists(t, env.Path(p), "not re-minted")
+			}
+			env.DryRun = false
+
+			// Restored from the backup: converged, nothing else changes.
+			require.NoError(t, os.WriteFile(env.Path(p), []byte(orig), 0o600))
+			ids := st.Sys().(*syscall.Stat_t)
+			require.NoError(t, os.Chown(env.Path(p), int(ids.Uid), int(ids.Gid)))
+			res, err := Secrets{}.Run(context.Background(), env)
+			require.NoError(t, err)
+			assert.Empty(t, res.Changes)
+			assert.Equal(t, orig, read(t, env, p))
+		})
+	}
+
+	// A host whose secrets predate the record: they are recorded as found,
+	// and from then on guarded the same way.
+	env, _ := newEnv(t, sandboxtest.Spec(t, sandboxtest.NewRepo(t)))
+	_, err := Users{}.Run(context.Background(), env)
+	require.NoError(t, err)
+	_, err = Secrets{}.Run(context.Background(), env)
+	require.NoError(t, err)
+	require.NoError(t, os.Remove(env.Path(SecretsRecord(env.Spec))))
+	res, err := Secrets{}.Run(context.Background(), env)
+	require.NoError(t, err)
+	assert.Contains(t, res.Changes, "recorded "+MasterSecretPath(env.Spec)+" in "+SecretsRecord(env.Spec))
+	require.NoError(t, os.Remove(env.Path(MasterSecretPath(env.Spec))))
+	_, err = Secrets{}.Run(context.Background(), env)
+	assert.ErrorContains(t, err, "is missing, but this host minted it")
 }
 
 func TestSourceAdoptsOldCheckoutAndRefusesDirtyMove(t *testing.T) {

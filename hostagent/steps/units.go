@@ -15,10 +15,14 @@ import (
 )
 
 // Units writes each service's env file and hardened systemd unit, reloads
-// systemd only if a unit changed, enables and starts every unit, and
-// restarts only the units whose binary, unit or env file changed since their
-// last (re)start, tracked by content hashes in <stateDir>/units.state. The
-// state is written after the restarts, so a crash in between restarts again.
+// systemd if a unit changed, enables and starts every unit, and restarts
+// only the units whose binary, unit or env file changed since their last
+// (re)start, tracked by content hashes in <stateDir>/units.state (written
+// after the restarts). Before a unit or env file changes, the daemon-reload
+// and restarts it calls for are recorded in the intent journal
+// (agent.Env.Intend), and each is removed once done: a run killed between
+// writing the files and reloading systemd leaves them owed, and the next
+// run carries them out although it writes nothing.
 type Units struct {
 	// Extra returns additional unit files by name (the certificate renew
 	// timer and its service): written, enabled and, for timers, started;
@@ -155,20 +159,34 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	}
 	root := mustRoot(env)
 	bins := InstalledHashes(env)
+
+	// What an interrupted run owes.
+	pending, err := env.Pending()
+	if err != nil {
+		return res, err
+	}
+	owed := map[string]bool{}
+	for _, a := range pending {
+		owed[a] = true
+	}
+
+	type file struct {
+		path string
+		data []byte
+		mode os.FileMode
+		o    ownerT
+		unit string // the service unit that reads it ("" for extra units)
+		def  bool   // a unit definition (needs daemon-reload)
+	}
+	var files []file
 	want := map[string]unitState{}
-	unitChanged := false
 	for i := range s.Services {
 		svc := &s.Services[i]
 		name := UnitName(svc.Name)
 		eb, ub := EnvFile(s, svc), UnitFile(s, svc)
-		if _, err := env.WriteFile(&res, svc.EnvFile, eb, 0o640, envOwner); err != nil {
-			return res, err
-		}
-		c, err := env.WriteFile(&res, UnitDir+"/"+name, ub, 0o644, root)
-		if err != nil {
-			return res, err
-		}
-		unitChanged = unitChanged || c
+		files = append(files,
+			file{path: svc.EnvFile, data: eb, mode: 0o640, o: envOwner, unit: name},
+			file{path: UnitDir + "/" + name, data: ub, mode: 0o644, o: root, unit: name, def: true})
 		bh := bins[svc.Name]
 		if bh == "" {
 			if b, err := os.ReadFile(env.Path(BinPath(svc.Name))); err == nil {
@@ -179,27 +197,80 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	}
 	var extra []string
 	if u.Extra != nil {
-		for name, body := range u.Extra(env) {
-			c, err := env.WriteFile(&res, UnitDir+"/"+name, []byte(body), 0o644, root)
-			if err != nil {
-				return res, err
-			}
-			unitChanged = unitChanged || c
+		names := []string{}
+		ex := u.Extra(env)
+		for name := range ex {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			files = append(files, file{path: UnitDir + "/" + name, data: []byte(ex[name]), mode: 0o644, o: root, def: true})
 			if strings.HasSuffix(name, ".timer") {
 				extra = append(extra, name)
 			}
 		}
-		sort.Strings(extra)
 	}
+
+	// Record what the changes will call for, then make them.
+	var intents []string
+	for _, f := range files {
+		d, err := env.Differs(f.path, f.data, f.mode, f.o)
+		if err != nil {
+			return res, err
+		}
+		if !d {
+			continue
+		}
+		if f.def {
+			intents = append(intents, agent.ActionDaemonReload)
+		}
+		if f.unit != "" {
+			intents = append(intents, agent.ActionRestart(f.unit))
+		}
+	}
+	if err := env.Intend(intents...); err != nil {
+		return res, err
+	}
+	for _, a := range intents {
+		owed[a] = true
+	}
+	for _, f := range files {
+		if _, err := env.WriteFile(&res, f.path, f.data, f.mode, f.o); err != nil {
+			return res, err
+		}
+	}
+	fsx.Fault("units:before-daemon-reload")
+
 	var have map[string]unitState
 	if b, err := os.ReadFile(env.Path(unitsStatePath(s))); err == nil {
 		json.Unmarshal(b, &have)
 	}
-	if unitChanged && !env.DryRun {
-		if err := env.Sys.Systemctl(ctx, "daemon-reload"); err != nil {
-			return res, err
+	if owed[agent.ActionDaemonReload] {
+		if env.DryRun {
+			res.Changes = append(res.Changes, "would systemctl daemon-reload")
+		} else {
+			if err := env.Sys.Systemctl(ctx, "daemon-reload"); err != nil {
+				return res, err
+			}
+			if err := env.Done(agent.ActionDaemonReload); err != nil {
+				return res, err
+			}
+			res.Changes = append(res.Changes, "systemctl daemon-reload")
 		}
-		res.Changes = append(res.Changes, "systemctl daemon-reload")
+	}
+	// Restarts owed for units no longer in the spec are dropped: the agent
+	// does not manage them any more.
+	var gone []string
+	for a := range owed {
+		if unit, ok := agent.RestartOf(a); ok {
+			if _, managed := want[unit]; !managed {
+				gone = append(gone, a)
+			}
+		}
+	}
+	sort.Strings(gone)
+	if err := env.Done(gone...); err != nil {
+		return res, err
 	}
 	units := make([]string, 0, len(want))
 	for name := range want {
@@ -216,8 +287,8 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		if err != nil {
 			return res, err
 		}
-		for verb, need := range map[string]bool{"enable": !enabled, "start": !active} {
-			if !need {
+		for _, verb := range []string{"enable", "start"} {
+			if need := map[string]bool{"enable": !enabled, "start": !active}[verb]; !need {
 				continue
 			}
 			if env.DryRun {
@@ -239,7 +310,8 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		if err != nil {
 			return res, err
 		}
-		stale := have[u] != want[u]
+		restart := agent.ActionRestart(u)
+		stale := have[u] != want[u] || owed[restart]
 		switch {
 		case env.DryRun:
 			if !enabled {
@@ -270,10 +342,19 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 			if err := env.Restart(ctx, u); err != nil {
 				return res, err
 			}
-			res.Changes = append(res.Changes, "restarted "+u+" ("+why(have[u], want[u])+" changed)")
+			w := why(have[u], want[u])
+			if w == "" {
+				w = "owed by an interrupted run"
+			} else {
+				w += " changed"
+			}
+			res.Changes = append(res.Changes, "restarted "+u+" ("+w+")")
 			detail[u] = "restarted"
 		default:
 			detail[u] = "active"
+		}
+		if err := env.Done(restart); err != nil {
+			return res, err
 		}
 	}
 	res.Detail = map[string]any{"units": detail}

@@ -132,12 +132,8 @@ func setup(o *opts, dryRun, renew bool, progress io.Writer) (*agent.Env, *agent.
 		return env, r, nil
 	}
 	specAbs, _ := filepath.Abs(o.spec)
-	self, err := os.Executable()
-	if err != nil {
-		return nil, nil, err
-	}
 	units := steps.Units{Extra: func(env *agent.Env) map[string]string {
-		return acme.RenewUnits(self, specAbs, env.Spec.StateDir, env.Spec.Nginx.Webroot)
+		return acme.RenewUnits(specAbs, env.Spec.StateDir, env.Spec.Nginx.Webroot)
 	}}
 	r.Guard = steps.Identity{}
 	r.Steps = []agent.Step{steps.Users{}, steps.Source{}, steps.Build{}, steps.Secrets{}, units, ng, certs, steps.Health{}}

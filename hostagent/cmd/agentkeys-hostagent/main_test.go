@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -117,8 +118,10 @@ func TestBadInputExits2AndChangesNothing(t *testing.T) {
 // secrets (compared separately), the checkout, and the sandbox's runtime.
 func snapshot(t *testing.T, root string) map[string]string {
 	out := map[string]string{}
-	// nginx's applied marker hashes configs that name the sandbox root.
-	skip := []string{"run/", "var/log/", "home/", "var/lib/agentkeys/master-secret", "var/lib/agentkeys/keys/", "var/lib/agentkeys/nginx/applied.sha256"}
+	// nginx's applied record hashes configs that name the sandbox root.
+	// The record of minted secrets holds their (random) hashes.
+	skip := []string{"run/", "var/log/", "home/", "var/lib/agentkeys/master-secret", "var/lib/agentkeys/keys/", "var/lib/agentkeys/nginx/applied.json",
+		"var/lib/agentkeys/hostagent/secrets.json"}
 	require.NoError(t, filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		require.NoError(t, err)
 		rel, _ := filepath.Rel(root, p)
@@ -177,9 +180,33 @@ func assertNoop(t *testing.T, sum *agent.Summary) {
 	assert.Equal(t, agent.Counters{}, sum.Counters, "second apply writes, restarts, reloads and orders nothing")
 }
 
+// calls returns the sandbox's recorded calls from the n-th on, as
+// "op arg..." lines.
+func calls(t *testing.T, root string, from int) []string {
+	t.Helper()
+	cs, err := agent.NewSandbox(root).Calls()
+	require.NoError(t, err)
+	var out []string
+	for _, c := range cs[from:] {
+		out = append(out, strings.TrimSpace(c.Op+" "+strings.Join(c.Args, " ")))
+	}
+	return out
+}
+
+func ncalls(t *testing.T, root string) int {
+	t.Helper()
+	cs, err := agent.NewSandbox(root).Calls()
+	require.NoError(t, err)
+	return len(cs)
+}
+
 // TestCrashSafety converges one root without interruption and another while
 // killing the agent at several points, then requires the same converged
 // state, secrets that never changed once written, and a no-op second apply.
+// A kill between writing files and the reload or restart they call for
+// must leave it owed to the next run, which writes nothing, yet carries it
+// out: sshd and nginx reloaded, systemd reloaded before the units restart
+// on their new definition and environment.
 func TestCrashSafety(t *testing.T) {
 	repo := sandboxtest.NewRepo(t)
 	s := sandboxtest.Spec(t, repo)
@@ -206,26 +233,86 @@ func TestCrashSafety(t *testing.T) {
 	rootB := t.TempDir()
 	t.Cleanup(agent.NewSandbox(rootB).StopAll)
 	kept := map[string]string{}
-	faults := []string{"before-rename:1", "source:after-clone", "build:after-build", "secrets:after-master-secret",
-		"before-rename:2", "units:before-restart", "units:before-restart:2"}
-	for _, f := range faults {
-		r, _ := apply(t, specPath, rootB, fsx.FaultEnv+"="+f)
-		require.True(t, r.killed, "fault %s not reached (exit %d): %s", f, r.code, r.stderr)
-		for p, b := range secrets(rootB) {
-			if old, ok := kept[p]; ok {
-				require.Equal(t, old, b, "%s changed after the crash at %s", p, f)
+	// owes names the call the run after a kill at a fault point must make.
+	owes := map[string]string{"users:before-sshd-reload": "systemctl reload ssh", "nginx:before-reload": "nginx reload"}
+	crash := func(specPath string, faults ...string) {
+		t.Helper()
+		var owed string
+		for _, f := range faults {
+			before := ncalls(t, rootB)
+			r, _ := apply(t, specPath, rootB, fsx.FaultEnv+"="+f)
+			require.True(t, r.killed, "fault %s not reached (exit %d): %s", f, r.code, r.stderr)
+			if owed != "" {
+				assert.Contains(t, calls(t, rootB, before), owed, "the run after the kill owes %q", owed)
 			}
-			kept[p] = b
+			owed = owes[f]
+			for p, b := range secrets(rootB) {
+				if old, ok := kept[p]; ok {
+					require.Equal(t, old, b, "%s changed after the crash at %s", p, f)
+				}
+				kept[p] = b
+			}
+		}
+		if owed != "" {
+			before := ncalls(t, rootB)
+			r, sum := apply(t, specPath, rootB)
+			require.Equal(t, 0, r.code, r.stderr)
+			assert.Contains(t, calls(t, rootB, before), owed, "the run after the last kill owes %q", owed)
+			for _, st := range sum.Steps {
+				for _, c := range st.Changes {
+					assert.False(t, strings.HasPrefix(c, "wrote /etc/"), "the recovery rewrote a converged file: %s", c)
+				}
+			}
 		}
 	}
+	crash(specPath, "before-rename:1", "users:before-sshd-reload", "source:after-clone", "build:after-build", "secrets:after-master-secret",
+		"before-rename:2", "units:before-restart", "units:before-restart:2", "nginx:before-reload")
 	assert.Len(t, kept, 3, "all secrets were written during the crashing runs")
 	r, sum = apply(t, specPath, rootB)
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Equal(t, kept, secrets(rootB), "secrets unchanged byte for byte by the recovery")
 	assert.Equal(t, want, snapshot(t, rootB), "converged state after crashes equals an uninterrupted run")
+	var rec map[string]string
+	require.NoError(t, json.Unmarshal([]byte(readRoot(t, rootB, "/var/lib/agentkeys/hostagent/secrets.json")), &rec))
+	for p, b := range kept {
+		h := sha256.Sum256([]byte(b))
+		assert.Equal(t, hex.EncodeToString(h[:]), rec[p], "%s recorded as minted", p)
+	}
 	r, sum = apply(t, specPath, rootB)
 	require.Equal(t, 0, r.code, r.stderr)
 	assertNoop(t, sum)
+
+	// A change of unit definitions, env files and vhosts, killed after the
+	// files are written and before systemd (then nginx) is reloaded.
+	s.Services[2].MasterSecret = true        // audit's unit changes
+	s.Services[0].Env["EXTRA_SETTING"] = "1" // broker's env file changes
+	s.Nginx.HTTPPort++                       // every vhost changes
+	spec2 := sandboxtest.WriteSpec(t, s)
+	crash(spec2, "units:before-daemon-reload", "nginx:before-reload")
+	sb := agent.NewSandbox(rootB)
+	for _, svc := range s.Services {
+		unit := "agentkeys-" + svc.Name + ".service"
+		loaded, err := sb.Loaded(unit)
+		require.NoError(t, err)
+		assert.Equal(t, readRoot(t, rootB, "/etc/systemd/system/"+unit), string(loaded), "systemd runs %s's unit file", unit)
+	}
+	environ, err := sb.Environ("agentkeys-audit.service")
+	require.NoError(t, err)
+	assert.True(t, slices.ContainsFunc(environ, func(e string) bool { return strings.HasPrefix(e, "AGENTKEYS_MASTER_SECRET_FILE=") }), "audit runs its new definition")
+	environ, err = sb.Environ("agentkeys-broker.service")
+	require.NoError(t, err)
+	assert.Contains(t, environ, "EXTRA_SETTING=1", "broker runs its new env file")
+	assert.NoFileExists(t, fsx.HostPath(rootB, agent.JournalPath("/var/lib/agentkeys")), "nothing owed")
+	r, sum = apply(t, spec2, rootB)
+	require.Equal(t, 0, r.code, r.stderr)
+	assertNoop(t, sum)
+}
+
+func readRoot(t *testing.T, root, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(fsx.HostPath(root, p))
+	require.NoError(t, err)
+	return string(b)
 }
 
 func stepNames(sum *agent.Summary) []string {
