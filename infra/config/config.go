@@ -61,6 +61,7 @@ type Config struct {
 	SSHUser       string
 	SSHPrivateKey Secret // optional until the host is brought up
 	SSHHostKey    string // optional: pin the host key ("ssh-ed25519 AAAA...")
+	HostArch      string // the broker EC2's CPU: amd64 or arm64 (Graviton)
 
 	Repo string
 	Ref  string
@@ -252,6 +253,13 @@ var keys = []key{
 		}
 		return nil
 	}},
+	{"hostArch", false, "arm64", func(c *Config, v string) error {
+		c.HostArch = v
+		if v != "amd64" && v != "arm64" {
+			return fmt.Errorf("%q is not amd64 or arm64 (the broker instance type's CPU)", v)
+		}
+		return nil
+	}},
 	{"redeploy", false, "2026-11-28", func(c *Config, v string) error {
 		c.Redeploy = v
 		return nil
@@ -275,7 +283,7 @@ func Parse(stackName string, raw map[string]string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Config{Stack: st, SSHUser: DefaultSSHUser, Repo: DefaultRepo, Ref: DefaultRef,
+	c := &Config{Stack: st, SSHUser: DefaultSSHUser, HostArch: "amd64", Repo: DefaultRepo, Ref: DefaultRef,
 		ACMEDir: DefaultACMEDirectory, DNSResolver: DefaultDNSResolver, Contracts: map[string]string{}}
 	var errs []string
 	bad := func(k, example string, err error) {

@@ -333,3 +333,28 @@ func TestSSHPrivateKeyMustBeSecret(t *testing.T) {
 	_, err := Parse("test-2", raw)
 	assert.NoError(t, err)
 }
+
+func TestHostArch(t *testing.T) {
+	raw := func(arch string) map[string]string {
+		m := map[string]string{
+			"agentkeys:accountId": "123456789012", "agentkeys:zone": "example.org",
+			"agentkeys:parentZoneId": "Z0123456789ABCDEFGHIJ", "agentkeys:instanceId": "i-0123456789abcdef0",
+			"aws:region": "us-east-1",
+		}
+		if arch != "" {
+			m["agentkeys:hostArch"] = arch
+		}
+		return m
+	}
+	c, err := Parse("test-2", raw(""))
+	if err != nil || c.HostArch != "amd64" {
+		t.Fatalf("default: %v %v", c, err)
+	}
+	if c, err := Parse("test-2", raw("arm64")); err != nil || c.HostArch != "arm64" {
+		t.Fatalf("arm64: %v", err)
+	}
+	_, err = Parse("test-2", raw("x86_64"))
+	if err == nil || !strings.Contains(err.Error(), "agentkeys:hostArch") || !strings.Contains(err.Error(), "amd64 or arm64") {
+		t.Fatalf("x86_64: %v", err)
+	}
+}

@@ -16,14 +16,14 @@ const AgentBinaryEnv = "AGENTKEYS_HOSTAGENT_BINARY"
 
 var buildOnce struct {
 	sync.Mutex
-	path, hash string
+	built map[string][2]string // arch -> path, hash
 }
 
-// AgentBinary returns the linux/amd64 host agent to copy to the broker and its
-// sha256. Unless AGENTKEYS_HOSTAGENT_BINARY names one, it is built from this
-// module reproducibly (-trimpath, no build id, no VCS stamp, static), so the
-// same source yields the same hash and the bring-up re-runs only on change.
-func AgentBinary(root string) (string, string, error) {
+// AgentBinary returns the linux/<arch> host agent to copy to the broker and
+// its sha256. Unless AGENTKEYS_HOSTAGENT_BINARY names one, it is built from
+// this module reproducibly (-trimpath, no build id, no VCS stamp, static), so
+// the same source yields the same hash and the bring-up re-runs only on change.
+func AgentBinary(root, arch string) (string, string, error) {
 	buildOnce.Lock()
 	defer buildOnce.Unlock()
 	if p := os.Getenv(AgentBinaryEnv); p != "" {
@@ -33,8 +33,8 @@ func AgentBinary(root string) (string, string, error) {
 		}
 		return p, h, nil
 	}
-	if buildOnce.path != "" {
-		return buildOnce.path, buildOnce.hash, nil
+	if b, ok := buildOnce.built[arch]; ok {
+		return b[0], b[1], nil
 	}
 	if root == "" {
 		var err error
@@ -42,7 +42,8 @@ func AgentBinary(root string) (string, string, error) {
 			return "", "", err
 		}
 	}
-	out := filepath.Join(root, "bin", "agentkeys-hostagent")
+	// Its own name: `make hostagent` stamps a version into bin/agentkeys-hostagent.
+	out := filepath.Join(root, "bin", "agentkeys-hostagent-linux-"+arch)
 	// Built beside it and renamed into place: programs of several stacks
 	// (deploy --parallel) build at once, and a reader sees a whole binary.
 	tmp := fmt.Sprintf("%s.%d.tmp", out, os.Getpid())
@@ -50,7 +51,7 @@ func AgentBinary(root string) (string, string, error) {
 	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid=",
 		"-o", tmp, "./hostagent/cmd/agentkeys-hostagent")
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOFLAGS=-mod=readonly")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch, "GOFLAGS=-mod=readonly")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", "", fmt.Errorf("building the host agent (set %s to ship a prebuilt one): %v\n%s", AgentBinaryEnv, err, b)
 	}
@@ -61,7 +62,10 @@ func AgentBinary(root string) (string, string, error) {
 	if err != nil {
 		return "", "", err
 	}
-	buildOnce.path, buildOnce.hash = out, h
+	if buildOnce.built == nil {
+		buildOnce.built = map[string][2]string{}
+	}
+	buildOnce.built[arch] = [2]string{out, h}
 	return out, h, nil
 }
 

@@ -47,7 +47,7 @@ func declareBroker(ctx *pulumi.Context, cfg *config.Config) (map[string]pulumi.I
 		args.PermissionsBoundary = policy.TestBoundaryARN(n.Fork.AccountID)
 	}
 	if cfg.SSHPrivateKey.Set() {
-		bin, hash, err := AgentBinary(ctx.RootDirectory())
+		bin, hash, err := AgentBinary(ctx.RootDirectory(), cfg.HostArch)
 		if err != nil {
 			return nil, err
 		}
