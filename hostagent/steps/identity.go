@@ -51,9 +51,15 @@ func StackOfIssuer(issuer, zone string) string {
 }
 
 // DeployedIssuer returns the issuer the deployed broker unit serves ("" on a
-// fresh host) and the file it came from. Environment= lines win over the
-// EnvironmentFile, as in systemd.
+// fresh host) and the file it came from.
 func DeployedIssuer(root string) (issuer, source string, err error) {
+	return DeployedBrokerVar(root, "BROKER_OIDC_ISSUER")
+}
+
+// DeployedBrokerVar returns a variable of the deployed broker unit's
+// environment ("" when unset or on a fresh host) and the file it came from.
+// Environment= lines win over the EnvironmentFile, as in systemd.
+func DeployedBrokerVar(root, name string) (value, source string, err error) {
 	unit := UnitDir + "/" + BrokerUnit
 	b, err := os.ReadFile(fsx.HostPath(root, unit))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -72,16 +78,16 @@ func DeployedIssuer(root string) (issuer, source string, err error) {
 		case "Environment":
 			for _, kv := range strings.Fields(v) {
 				kv = strings.Trim(kv, `"'`)
-				if val, ok := strings.CutPrefix(kv, "BROKER_OIDC_ISSUER="); ok {
-					issuer, source = val, unit
+				if val, ok := strings.CutPrefix(kv, name+"="); ok {
+					value, source = val, unit
 				}
 			}
 		case "EnvironmentFile":
 			envFiles = append(envFiles, strings.TrimPrefix(v, "-"))
 		}
 	}
-	if issuer != "" {
-		return issuer, source, nil
+	if value != "" {
+		return value, source, nil
 	}
 	if len(envFiles) == 0 {
 		envFiles = []string{BrokerEnv}
@@ -94,13 +100,13 @@ func DeployedIssuer(root string) (issuer, source string, err error) {
 		if err != nil {
 			// An unreadable env file must not pass for a fresh host: the
 			// issuer it holds may be another stack's.
-			return "", "", fmt.Errorf("cannot read %s, the environment file of the deployed %s, to check which stack this host serves: %w; fix it (or move it away if the host serves no broker) and re-run", f, BrokerUnit, err)
+			return "", "", fmt.Errorf("cannot read %s, the environment file of the deployed %s, for %s: %w; fix it (or move it away if the host serves no broker) and re-run", f, BrokerUnit, name, err)
 		}
 		for _, l := range lines {
-			if val, ok := strings.CutPrefix(l, "BROKER_OIDC_ISSUER="); ok {
-				issuer, source = strings.Trim(val, `"'`), f
+			if val, ok := strings.CutPrefix(l, name+"="); ok {
+				value, source = strings.Trim(val, `"'`), f
 			}
 		}
 	}
-	return issuer, source, nil
+	return value, source, nil
 }

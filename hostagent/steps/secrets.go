@@ -58,12 +58,47 @@ func (Secrets) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		return res, err
 	}
 	fsx.Fault("secrets:after-master-secret")
-	for _, p := range []string{OIDCKeyPath(s), SessionKeyPath(s)} {
-		if err := ensureSecret(env, &res, rec, p, o, newKeypair, checkKeypair); err != nil {
+	for _, k := range []struct{ path, envVar, legacy string }{
+		{OIDCKeyPath(s), "BROKER_OIDC_KEYPAIR_PATH", LegacyKeyDir + "/oidc-keypair.json"},
+		{SessionKeyPath(s), "BROKER_SESSION_KEYPAIR_PATH", LegacyKeyDir + "/session-keypair.json"},
+	} {
+		// A host set up by the old scripts keeps its broker keys: the running
+		// broker's key file is taken over, so JWKS and sessions survive.
+		deployed, _, err := DeployedBrokerVar(env.Root, k.envVar)
+		if err != nil {
+			return res, err
+		}
+		if err := ensureSecret(env, &res, rec, k.path, o, newKeypair, checkKeypair, deployed, k.legacy); err != nil {
 			return res, err
 		}
 	}
 	return res, nil
+}
+
+// LegacyKeyDir is where the old scripts kept the broker keypairs (spec §0.2).
+const LegacyKeyDir = "/home/ubuntu/.agentkeys/broker"
+
+// adoptable returns the content of the first candidate that exists (and is
+// not path itself); one that exists but does not parse is an error, never
+// skipped for a fresh secret.
+func adoptable(env *agent.Env, path string, check func([]byte) error, candidates []string) ([]byte, string, error) {
+	for _, c := range candidates {
+		if c == "" || c == path {
+			continue
+		}
+		b, err := os.ReadFile(env.Path(c))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("%s would be adopted as %s but cannot be read: %w", c, path, err)
+		}
+		if err := check(b); err != nil {
+			return nil, "", fmt.Errorf("%s would be adopted as %s but %v; fix or move it away and re-run", c, path, err)
+		}
+		return b, c, nil
+	}
+	return nil, "", nil
 }
 
 type secretsRecord map[string]string
@@ -103,7 +138,10 @@ func record(env *agent.Env, res *agent.Result, rec secretsRecord, path string, d
 	return nil
 }
 
-func ensureSecret(env *agent.Env, res *agent.Result, rec secretsRecord, path string, o ownerT, mint func() ([]byte, error), check func([]byte) error) error {
+// ensureSecret makes sure path holds a valid secret: kept when present,
+// else taken over from the first of adoptFrom that exists (left in place),
+// else minted.
+func ensureSecret(env *agent.Env, res *agent.Result, rec secretsRecord, path string, o ownerT, mint func() ([]byte, error), check func([]byte) error, adoptFrom ...string) error {
 	b, err := os.ReadFile(env.Path(path))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -111,12 +149,21 @@ func ensureSecret(env *agent.Env, res *agent.Result, rec secretsRecord, path str
 			return fmt.Errorf("%s is missing, but this host minted it (sha256 %s, recorded in %s); it is never minted again, as a new one would be a silent rotation: restore it from a backup and re-run (only on a host with no wallets, keys or sessions to keep, delete its entry from %s to mint a new one)",
 				path, sum, SecretsRecord(env.Spec), SecretsRecord(env.Spec))
 		}
+		data, from, err := adoptable(env, path, check, adoptFrom)
+		if err != nil {
+			return err
+		}
 		if env.DryRun {
-			res.Changes = append(res.Changes, "would create "+path)
+			if from != "" {
+				res.Changes = append(res.Changes, "would adopt "+path+" from "+from)
+			} else {
+				res.Changes = append(res.Changes, "would create "+path)
+			}
 			return nil
 		}
-		data, err := mint()
-		if err != nil {
+		if from != "" {
+			res.Changes = append(res.Changes, "adopted "+path+" from "+from)
+		} else if data, err = mint(); err != nil {
 			return err
 		}
 		if _, err := env.CreateOnce(res, path, data, 0o600, o); err != nil {
