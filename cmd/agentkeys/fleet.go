@@ -5,7 +5,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/spf13/cobra"
 
 	"github.com/agentkeys/agentkeys-infra/ops/awsx"
@@ -17,7 +16,6 @@ func (a *app) fleetCmd() *cobra.Command {
 	var (
 		watch   time.Duration
 		count   int
-		region  string
 		caFile  string
 		connect []string
 		stacks  []string
@@ -36,8 +34,8 @@ func (a *app) fleetCmd() *cobra.Command {
 			if o.RootCAs, err = loadCA(caFile); err != nil {
 				return err
 			}
-			if cfg, err := awsx.Load(ctx, region, ""); err == nil {
-				o.EC2 = ec2.NewFromConfig(cfg)
+			if cfg, err := awsx.Load(ctx, "", ""); err == nil {
+				o.AWS = &cfg
 			} else {
 				fmt.Fprintf(a.errOut, "agentkeys: no AWS access (%v): EIPs from config only\n", err)
 			}
@@ -70,7 +68,6 @@ func (a *app) fleetCmd() *cobra.Command {
 	f.StringSliceVar(&stacks, "stack", nil, "only these stacks (comma-separated; default every Pulumi.<stack>.yaml)")
 	f.DurationVar(&watch, "watch", 0, "refresh the table at this interval until interrupted")
 	f.IntVar(&count, "count", 0, "with --watch: stop after this many tables (0 = until interrupted)")
-	f.StringVar(&region, "region", "us-east-1", "region of the fleet's EIPs (AWS_REGION wins)")
 	f.StringVar(&caFile, "ca", "", "PEM CA file to trust for health probes instead of the system roots")
 	f.StringArrayVar(&connect, "connect", nil, "host=ip:port: probe this address for host (* for every host)")
 	return c

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -74,6 +76,28 @@ func TestFleetTable(t *testing.T) {
 	}
 	if code, _, errs := runCLI(t, d, "fleet", "--project-dir", dir, "--stack", "test-9"); code != exitUsage || !strings.Contains(errs, "Pulumi.test-9.yaml") {
 		t.Fatalf("--stack test-9: %d %s", code, errs)
+	}
+
+	// Each stack's EIP is looked up in that stack's own region, whatever
+	// AWS_REGION says (mototest sets us-east-1).
+	y, err := os.ReadFile(filepath.Join(dir, "Pulumi.test-3.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "Pulumi.test-3.yaml"), []byte(strings.Replace(string(y), "aws:region: us-east-1", "aws:region: eu-west-1", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	euCfg := mototest.Config(t)
+	euCfg.Region = "eu-west-1"
+	eu, err := ec2.NewFromConfig(euCfg).AllocateAddress(context.Background(), &ec2.AllocateAddressInput{TagSpecifications: []ec2types.TagSpecification{{
+		ResourceType: ec2types.ResourceTypeElasticIp, Tags: []ec2types.Tag{{Key: aws.String("Name"), Value: aws.String(n3.EIPTag)}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs = runCLI(t, d, "fleet", "--project-dir", dir, "--stack", "test-3", "--connect", "*=127.0.0.1:1")
+	if code != 0 || !strings.Contains(out, aws.ToString(eu.PublicIp)) {
+		t.Fatalf("test-3 in eu-west-1: exit %d\n%s%s", code, out, errs)
 	}
 
 	empty := t.TempDir()

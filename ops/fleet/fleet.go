@@ -34,8 +34,9 @@ type Row struct {
 // Options says where to look.
 type Options struct {
 	ProjectDir string
-	EC2        *ec2.Client   // nil: EIPs from config only
-	EC2Err     error         // why EC2 is nil
+	// AWS is the SDK config EIPs are looked up with, in each stack's own
+	// aws:region; nil: EIPs from config only.
+	AWS *aws.Config
 	Engine     deploy.Engine // nil: last deploy "-"
 	Connect    map[string]string
 	RootCAs    *x509.CertPool
@@ -94,8 +95,10 @@ func (o Options) row(ctx context.Context, stack string) Row {
 	if t.EIP != "" {
 		r.EIP = t.EIP
 	}
-	if o.EC2 != nil {
-		out, err := o.EC2.DescribeAddresses(ctx, &ec2.DescribeAddressesInput{Filters: []ec2types.Filter{{Name: aws.String("tag:Name"), Values: []string{t.Names.EIPTag}}}})
+	if o.AWS != nil {
+		cfg := o.AWS.Copy()
+		cfg.Region = t.Names.Fork.Region
+		out, err := ec2.NewFromConfig(cfg).DescribeAddresses(ctx, &ec2.DescribeAddressesInput{Filters: []ec2types.Filter{{Name: aws.String("tag:Name"), Values: []string{t.Names.EIPTag}}}})
 		switch {
 		case err != nil:
 			r.EIP = "error: " + firstLine(err.Error())
