@@ -227,8 +227,13 @@ var keys = []key{
 	}},
 	{"rpcUrl", false, "https://rpc.example.org", func(c *Config, v string) error {
 		c.RPCURL = v
-		if u, err := url.Parse(v); err != nil || (u.Scheme != "https" && u.Scheme != "http" && u.Scheme != "wss") || u.Host == "" {
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http" && u.Scheme != "wss") || u.Host == "" {
 			return fmt.Errorf("%q is not an http(s) or wss URL", v)
+		}
+		if u.User != nil {
+			// The URL reaches the host spec, the state and the bring-up's log.
+			return fmt.Errorf("embeds credentials (user:password@), which would be stored in plain text in the host spec and the state; use an endpoint without them")
 		}
 		return nil
 	}},

@@ -358,3 +358,15 @@ func TestHostArch(t *testing.T) {
 		t.Fatalf("x86_64: %v", err)
 	}
 }
+
+func TestRPCURLWithCredentialsIsRefusedWithoutEchoingThem(t *testing.T) {
+	raw := map[string]string{
+		"agentkeys:accountId": "123456789012", "agentkeys:zone": "example.org",
+		"agentkeys:parentZoneId": "Z0123456789ABCDEFGHIJ", "agentkeys:instanceId": "i-0123456789abcdef0",
+		"aws:region": "us-east-1", "agentkeys:rpcUrl": "https://alice:hunter2@rpc.example.org",
+	}
+	_, err := Parse("test-2", raw)
+	if err == nil || !strings.Contains(err.Error(), "agentkeys:rpcUrl") || !strings.Contains(err.Error(), "plain text") || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("%v", err)
+	}
+}
