@@ -210,7 +210,12 @@ func NewBrokerStack(ctx *pulumi.Context, name string, args *BrokerStackArgs, opt
 	} else {
 		c.Outputs["hostBringUp"] = c.Host.Status
 		c.Outputs["hostSummary"] = c.Host.Summary
-		c.Outputs["oidcProviderArn"] = c.Federation.ProviderArn
+		c.Outputs["oidcProviderArn"] = c.Federation.ProviderArn.ApplyT(func(arn string) string {
+			if arn == "" {
+				return "pending: declared once the broker serves OIDC discovery over TLS"
+			}
+			return arn
+		}).(pulumi.StringOutput)
 		c.Outputs["hostnames"] = c.Host.Summary.ApplyT(HostnameStates(n)).(pulumi.StringMapOutput)
 	}
 	return c, ctx.RegisterResourceOutputs(c, pulumi.Map{"issuer": pulumi.String(n.Issuer), "federation": federation})
