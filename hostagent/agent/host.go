@@ -13,7 +13,33 @@ import (
 )
 
 // Host is the real System: it execs the host's tools, as root, without sudo.
-type Host struct{}
+type Host struct {
+	// exec and lookPath stand in for the machine in tests of the package
+	// and toolchain commands; nil: the real ones.
+	exec     func(ctx context.Context, env []string, name string, args ...string) ([]byte, error)
+	lookPath func(file string) (string, error)
+	// aptUpdated: this run refreshed apt's package lists.
+	aptUpdated bool
+}
+
+// cmd runs a package or toolchain command (runCmd, or the test's exec).
+func (h *Host) cmd(ctx context.Context, env []string, name string, args ...string) ([]byte, error) {
+	if h.exec == nil {
+		return runCmd(ctx, "", env, name, args...)
+	}
+	out, err := h.exec(ctx, env, name, args...)
+	if err != nil {
+		return out, cmdError(name, args, err, out)
+	}
+	return out, nil
+}
+
+func (h *Host) look(file string) (string, error) {
+	if h.lookPath == nil {
+		return exec.LookPath(file)
+	}
+	return h.lookPath(file)
+}
 
 // NewHost returns the real System.
 func NewHost() *Host { return &Host{} }
@@ -32,9 +58,14 @@ func runCmd(ctx context.Context, dir string, env []string, name string, args ...
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	if err != nil {
-		return out.Bytes(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, tail(out.String(), 2000))
+		return out.Bytes(), cmdError(name, args, err, out.Bytes())
 	}
 	return out.Bytes(), nil
+}
+
+// cmdError names the failed command and keeps the tail of its output.
+func cmdError(name string, args []string, err error, out []byte) error {
+	return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, tail(string(out), 2000))
 }
 
 // tail keeps the last n bytes of a command's output for an error message.
@@ -117,22 +148,107 @@ func (h *Host) EnsureUser(ctx context.Context, u UserSpec) (bool, error) {
 	return err == nil, err
 }
 
-func (*Host) InstallPackage(ctx context.Context, name string) (bool, string, error) {
-	if out, err := exec.CommandContext(ctx, "dpkg-query", "-W", "-f=${Status}", name).Output(); err == nil && strings.Contains(string(out), "install ok installed") {
+// dnfNames maps the Debian/Ubuntu package names the steps ask for to dnf's;
+// a name not listed is the same on both.
+var dnfNames = map[string][]string{
+	"build-essential": {"gcc", "make"},
+	"pkg-config":      {"pkgconf-pkg-config"},
+	"libssl-dev":      {"openssl-devel"},
+}
+
+// DNFNames returns the dnf packages that stand for a Debian package name.
+func DNFNames(name string) []string {
+	if n, ok := dnfNames[name]; ok {
+		return n
+	}
+	return []string{name}
+}
+
+// aptLockTimeout lets apt wait for the dpkg lock that unattended-upgrades
+// holds for a while after a fresh instance boots.
+const aptLockTimeout = "DPkg::Lock::Timeout=600"
+
+// manager is the host's package manager: apt (dpkg) or dnf (rpm).
+func (h *Host) manager(name string) (string, error) {
+	if _, err := h.look("apt-get"); err == nil {
+		return "apt", nil
+	}
+	if _, err := h.look("dnf"); err == nil {
+		return "dnf", nil
+	}
+	return "", fmt.Errorf("cannot install %s: neither apt-get nor dnf found", name)
+}
+
+// missing returns the packages (the manager's names) standing for name
+// that are not installed. A failing query counts as not installed.
+func (h *Host) missing(ctx context.Context, mgr, name string) []string {
+	if mgr == "apt" {
+		out, err := h.cmd(ctx, nil, "dpkg-query", "-W", "-f=${Status}", name)
+		if err == nil && strings.Contains(string(out), "install ok installed") {
+			return nil
+		}
+		return []string{name}
+	}
+	var out []string
+	for _, n := range DNFNames(name) {
+		// --whatprovides: AL2023's curl-minimal provides curl.
+		if _, err := h.cmd(ctx, nil, "rpm", "-q", "--whatprovides", n); err != nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (h *Host) HasPackage(ctx context.Context, name string) (bool, string, error) {
+	mgr, err := h.manager(name)
+	if err != nil {
+		return false, "", err
+	}
+	return len(h.missing(ctx, mgr, name)) == 0, "", nil
+}
+
+// InstallPackage installs name (a Debian name, mapped by DNFNames on dnf
+// hosts) when it is absent. On apt hosts the package lists are refreshed
+// once, before the first install (a fresh Ubuntu image ships none).
+func (h *Host) InstallPackage(ctx context.Context, name string) (bool, string, error) {
+	mgr, err := h.manager(name)
+	if err != nil {
+		return false, "", err
+	}
+	miss := h.missing(ctx, mgr, name)
+	if len(miss) == 0 {
 		return false, "", nil
 	}
-	if _, err := exec.LookPath("apt-get"); err == nil {
-		_, err := runCmd(ctx, "", []string{"DEBIAN_FRONTEND=noninteractive"}, "apt-get", "install", "-y", "-q", name)
+	if mgr == "dnf" {
+		_, err := h.cmd(ctx, nil, "dnf", append([]string{"install", "-y", "-q"}, miss...)...)
 		return err == nil, "", err
 	}
-	if _, err := exec.LookPath("rpm"); err == nil {
-		if exec.CommandContext(ctx, "rpm", "-q", name).Run() == nil {
-			return false, "", nil
+	env := []string{"DEBIAN_FRONTEND=noninteractive"}
+	if !h.aptUpdated {
+		if _, err := h.cmd(ctx, env, "apt-get", "update", "-q", "-o", aptLockTimeout); err != nil {
+			return false, "", err
 		}
-		_, err := runCmd(ctx, "", nil, "dnf", "install", "-y", name)
-		return err == nil, "", err
+		h.aptUpdated = true
 	}
-	return false, "", fmt.Errorf("cannot install %s: neither apt-get nor dnf found", name)
+	_, err = h.cmd(ctx, env, "apt-get", append([]string{"install", "-y", "-q", "-o", aptLockTimeout}, miss...)...)
+	return err == nil, "", err
+}
+
+// InstallRustToolchain runs RustupCommand as root when cargo is not found,
+// then requires cargo in root's rustup bin directory (a failed download
+// leaves sh's pipeline exiting 0).
+func (h *Host) InstallRustToolchain(ctx context.Context) (bool, string, error) {
+	if _, err := lookCargo(h.look); err == nil {
+		return false, "", nil
+	}
+	if _, err := h.cmd(ctx, RustupEnv, "sh", "-c", RustupCommand); err != nil {
+		return false, "", err
+	}
+	cargo := RootCargoHome + "/bin/cargo"
+	if _, err := h.look(cargo); err != nil {
+		return false, "", fmt.Errorf("sh -c %s: exited 0 but installed no %s", RustupCommand, cargo)
+	}
+	return true, "", nil
 }
 
 func (*Host) NginxTest(ctx context.Context) error {

@@ -580,9 +580,25 @@ func (s *Sandbox) ensureUser(u UserSpec) (bool, error) {
 	return true, nil
 }
 
+// Reasons the sandbox gives for not installing.
+const (
+	SandboxNoPackages = "sandbox: OS packages are not installed"
+	SandboxNoRust     = "sandbox: the Rust toolchain is not installed"
+)
+
 func (s *Sandbox) InstallPackage(_ context.Context, name string) (bool, string, error) {
 	s.record("install-package", name)
-	return false, "sandbox: OS packages are not installed", nil
+	return false, SandboxNoPackages, nil
+}
+
+// HasPackage records nothing (a query, as plan makes).
+func (s *Sandbox) HasPackage(context.Context, string) (bool, string, error) {
+	return false, SandboxNoPackages, nil
+}
+
+func (s *Sandbox) InstallRustToolchain(context.Context) (bool, string, error) {
+	s.record("install-rust-toolchain")
+	return false, SandboxNoRust, nil
 }
 
 func (s *Sandbox) nginxConf() string {

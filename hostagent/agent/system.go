@@ -36,7 +36,15 @@ type System interface {
 	EnsureUser(ctx context.Context, u UserSpec) (created bool, err error)
 	// InstallPackage installs an OS package if absent; skipped is a reason
 	// when the System cannot (the sandbox).
+	// Names are Debian/Ubuntu names; the Host maps them on dnf hosts.
 	InstallPackage(ctx context.Context, name string) (installed bool, skipped string, err error)
+	// HasPackage reports whether an OS package is installed, changing
+	// nothing (plan); skipped is a reason when the System cannot tell.
+	HasPackage(ctx context.Context, name string) (present bool, skipped string, err error)
+	// InstallRustToolchain installs a minimal stable Rust toolchain for root
+	// with rustup (RustupCommand) when cargo is not found (LookCargo);
+	// skipped is a reason when the System cannot (the sandbox).
+	InstallRustToolchain(ctx context.Context) (installed bool, skipped string, err error)
 	// NginxTest runs nginx -t on the live configuration.
 	NginxTest(ctx context.Context) error
 	// NginxReload asks a running nginx to reload (HUP), or starts it.

@@ -77,7 +77,7 @@ func TestBenchHostagent(t *testing.T) {
 		return acme.RenewUnits("/etc/agentkeys/hostspec.json", env.Spec.StateDir, env.Spec.Nginx.Webroot)
 	}}
 	runner := &agent.Runner{Guard: steps.Identity{}, Steps: []agent.Step{
-		steps.Users{}, steps.Source{}, steps.Build{}, steps.Secrets{}, units, ng, certs, steps.Health{}}}
+		steps.Packages{}, steps.Users{}, steps.Source{}, steps.Build{}, steps.Secrets{}, units, ng, certs, steps.Health{}}}
 	newEnv := func() *agent.Env {
 		return &agent.Env{Spec: sp, Root: root, Sys: sys, Counters: &agent.Counters{}, Report: &agent.Report{}, Log: testLog{t}}
 	}

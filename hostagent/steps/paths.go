@@ -1,6 +1,6 @@
-// Package steps holds the host agent's core steps: identity, users, source,
-// build, secrets, units and health. Each is idempotent, runnable alone, and
-// changes nothing in a dry run.
+// Package steps holds the host agent's core steps: identity, packages,
+// users, source, build, secrets, units and health. Each is idempotent,
+// runnable alone, and changes nothing in a dry run.
 package steps
 
 import (
@@ -27,7 +27,7 @@ const (
 // Core returns the core steps in run order, with nginx and certificate steps
 // (built elsewhere) placed between units and health. Identity is the guard.
 func Core(extra ...agent.Step) (guard agent.Step, list []agent.Step) {
-	list = []agent.Step{Users{}, Source{}, Build{}, Secrets{}, Units{}}
+	list = []agent.Step{Packages{}, Users{}, Source{}, Build{}, Secrets{}, Units{}}
 	list = append(list, extra...)
 	return Identity{}, append(list, Health{})
 }

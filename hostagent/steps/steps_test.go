@@ -37,6 +37,25 @@ func runAll(t *testing.T, env *agent.Env) *agent.Summary {
 	return sum
 }
 
+func stepNames(sum *agent.Summary) []string {
+	var out []string
+	for _, r := range sum.Steps {
+		out = append(out, r.Step)
+	}
+	return out
+}
+
+func stepResult(t *testing.T, sum *agent.Summary, name string) agent.Result {
+	t.Helper()
+	for _, r := range sum.Steps {
+		if r.Step == name {
+			return r
+		}
+	}
+	t.Fatalf("no step %s in %v", name, stepNames(sum))
+	return agent.Result{}
+}
+
 func read(t *testing.T, env *agent.Env, p string) string {
 	t.Helper()
 	b, err := os.ReadFile(env.Path(p))
@@ -50,9 +69,14 @@ func TestConvergeThenNoop(t *testing.T) {
 	env, sb := newEnv(t, s)
 
 	sum := runAll(t, env)
-	for _, r := range sum.Steps[1 : len(sum.Steps)-1] {
+	assert.Equal(t, []string{"identity", "packages", "users", "source", "build", "secrets", "units", "health"}, stepNames(sum))
+	for _, r := range sum.Steps[2 : len(sum.Steps)-1] {
 		assert.Equal(t, agent.Changed, r.Status, r.Step)
 	}
+	// The sandbox installs no OS packages: ok, saying so.
+	pkgs := stepResult(t, sum, "packages")
+	assert.Equal(t, agent.OK, pkgs.Status)
+	assert.Equal(t, "skipped: "+agent.SandboxNoPackages, pkgs.Detail["nginx"])
 	assert.Equal(t, "ok", string(sum.Steps[len(sum.Steps)-1].Status), "health")
 	assert.True(t, sum.Health["broker-jwks"].OK)
 	assert.True(t, sum.Health["broker-openid-configuration"].OK)
@@ -91,12 +115,12 @@ func TestConvergeThenNoop(t *testing.T) {
 	s.Services[2].Env["EXTRA"] = "1"
 	sum = runAll(t, env)
 	assert.Equal(t, 1, sum.Counters.Restarts)
-	assert.Contains(t, strings.Join(sum.Steps[5].Changes, "\n"), "restarted agentkeys-audit.service (env changed)")
+	assert.Contains(t, strings.Join(stepResult(t, sum, "units").Changes, "\n"), "restarted agentkeys-audit.service (env changed)")
 	require.NoError(t, os.WriteFile(filepath.Join(repo.Work, "README"), []byte("docs\n"), 0o644))
 	repo.Commit(t, "docs only")
 	sum = runAll(t, env)
-	assert.Equal(t, agent.Changed, sum.Steps[2].Status, "source")
-	assert.Equal(t, agent.Changed, sum.Steps[3].Status, "build")
+	assert.Equal(t, agent.Changed, stepResult(t, sum, "source").Status, "source")
+	assert.Equal(t, agent.Changed, stepResult(t, sum, "build").Status, "build")
 	assert.Equal(t, 0, sum.Counters.Restarts, "same binary bytes: no restart")
 }
 
@@ -115,8 +139,8 @@ func TestPlanChangesNothing(t *testing.T) {
 	assert.Empty(t, names, "nothing written under the root")
 	calls, _ := sb.Calls()
 	assert.Empty(t, calls)
-	assert.Contains(t, strings.Join(sum.Steps[1].Changes, "\n"), "would create user agentkeys")
-	assert.Contains(t, strings.Join(sum.Steps[2].Changes, "\n"), "would clone")
+	assert.Contains(t, strings.Join(stepResult(t, sum, "users").Changes, "\n"), "would create user agentkeys")
+	assert.Contains(t, strings.Join(stepResult(t, sum, "source").Changes, "\n"), "would clone")
 }
 
 func TestIdentityCrossWiring(t *testing.T) {

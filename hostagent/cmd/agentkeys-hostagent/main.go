@@ -136,7 +136,7 @@ func setup(o *opts, dryRun, renew bool, progress io.Writer) (*agent.Env, *agent.
 		return acme.RenewUnits(specAbs, env.Spec.StateDir, env.Spec.Nginx.Webroot)
 	}}
 	r.Guard = steps.Identity{}
-	r.Steps = []agent.Step{steps.Users{}, steps.Source{}, steps.Build{}, steps.Secrets{}, units, ng, certs, steps.Health{}}
+	r.Steps = []agent.Step{steps.Packages{}, steps.Users{}, steps.Source{}, steps.Build{}, steps.Secrets{}, units, ng, certs, steps.Health{}}
 	if len(o.skip) > 0 {
 		known := map[string]bool{}
 		for _, n := range r.Names() {

@@ -216,7 +216,7 @@ func TestCrashSafety(t *testing.T) {
 	t.Cleanup(agent.NewSandbox(rootA).StopAll)
 	r, sum := apply(t, specPath, rootA)
 	require.Equal(t, 0, r.code, r.stderr)
-	assert.Equal(t, []string{"identity", "users", "source", "build", "secrets", "units", "nginx", "certificates", "health"}, stepNames(sum))
+	assert.Equal(t, []string{"identity", "packages", "users", "source", "build", "secrets", "units", "nginx", "certificates", "health"}, stepNames(sum))
 	assert.Greater(t, sum.Counters.FilesWritten, 10)
 	for _, h := range sum.Health {
 		assert.True(t, h.OK, h.URL)
@@ -355,4 +355,27 @@ func firstLines(s string, n int) string {
 		l = l[:n]
 	}
 	return strings.Join(l, "")
+}
+
+// The packages step runs first, alone with --only, and can be left out
+// with --skip; the sandbox installs nothing and says so.
+func TestPackagesStepOnlyAndSkip(t *testing.T) {
+	specPath := sandboxtest.WriteSpec(t, sandboxtest.Spec(t, sandboxtest.NewRepo(t)))
+	root := t.TempDir()
+	r := runAgent(t, nil, "plan", "--spec", specPath, "--root", root)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "identity: ok\npackages: ok\nusers: changed\n", firstLines(r.stdout, 3))
+	r = runAgent(t, nil, "plan", "--spec", specPath, "--root", root, "--skip", "packages")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "identity: ok\npackages: skipped: --skip\n", firstLines(r.stdout, 2))
+
+	r = runAgent(t, nil, "apply", "--spec", specPath, "--root", root, "--only", "packages", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var sum agent.Summary
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &sum), r.stdout)
+	assert.Equal(t, []string{"identity", "packages"}, stepNames(&sum))
+	assert.Equal(t, agent.OK, sum.Steps[1].Status)
+	assert.Equal(t, "skipped: "+agent.SandboxNoPackages, sum.Steps[1].Detail["nginx"])
+	assert.Equal(t, []string{"install-package nginx", "install-package git", "install-package curl", "install-package ca-certificates",
+		"install-package build-essential", "install-package pkg-config", "install-package libssl-dev"}, calls(t, root, 0))
 }

@@ -2,9 +2,8 @@ package main
 
 import (
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
+
+	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
 )
 
 // RootEnv is a test hook: when --root is not given and this is set, the agent
@@ -20,21 +19,6 @@ func rootFromEnv(o *opts) {
 	}
 }
 
-// cargoOnPath adds root's rustup directory to PATH when cargo is not on it:
-// `sudo -n` resets PATH to secure_path, which never holds ~/.cargo/bin, so a
-// rustup-installed toolchain is otherwise invisible to the build step.
-func cargoOnPath() {
-	if _, err := exec.LookPath("cargo"); err == nil {
-		return
-	}
-	for _, home := range []string{os.Getenv("HOME"), "/root"} {
-		if home == "" {
-			continue
-		}
-		dir := filepath.Join(home, ".cargo", "bin")
-		if fi, err := os.Stat(filepath.Join(dir, "cargo")); err == nil && !fi.IsDir() {
-			os.Setenv("PATH", strings.TrimSuffix(os.Getenv("PATH")+string(os.PathListSeparator)+dir, string(os.PathListSeparator)))
-			return
-		}
-	}
-}
+// cargoOnPath adds root's rustup directory to PATH when cargo is not on it
+// (agent.CargoOnPath; the packages step finds cargo the same way).
+func cargoOnPath() { agent.CargoOnPath() }
