@@ -38,6 +38,14 @@ func SESIdentityARNs(n naming.Names) []string {
 	return []string{base + n.MailDomain, base + "*@" + n.MailDomain}
 }
 
+// ReceiptRuleSourceARN is the aws:SourceArn pattern SES writes with: any rule
+// of the shared set. The exact rule ARN broke rule creation (aws-cdk #30375,
+// #30143: SES's test write on CreateReceiptRule failed); aws:SourceAccount
+// pins the account.
+func ReceiptRuleSourceARN(n naming.Names) string {
+	return "arn:aws:ses:" + n.Region + ":" + acct(n) + ":receipt-rule-set/" + n.RuleSet + ":receipt-rule/*"
+}
+
 // DaemonUser: the runtime user can do exactly one thing, assume its data role.
 func DaemonUser(n naming.Names) Document {
 	return Document{Version: Version, Statement: []Statement{{
@@ -130,13 +138,10 @@ func denyInsecureTransport(bucket string) Statement {
 	}
 }
 
-// MailBucketPolicy (§3): TLS only; SES writes inbound/ only for this stack's
-// receipt rule (aws:SourceArn is the exact rule ARN from naming, so another
-// stack's rule in the shared rule set cannot write here) in this account;
-// the data role reads. This is the condition AWS documents for SES receiving
-// (aws:SourceAccount plus the rule's ARN). The rule's name is fixed by
-// naming, so this policy can name the rule before it exists; the rule must be
-// created after the policy, since SES test-writes the bucket on creation.
+// MailBucketPolicy (§3): TLS only; SES writes inbound/ for the receipt rules
+// of the shared set in this account (the exact rule ARN breaks rule creation,
+// see ReceiptRuleSourceARN); the data role reads. The rule must be created
+// after this policy, since SES test-writes the bucket on creation.
 func MailBucketPolicy(n naming.Names) Document {
 	b := naming.BucketARN(n.MailBucket)
 	return Document{Version: Version, Statement: []Statement{
@@ -148,7 +153,7 @@ func MailBucketPolicy(n naming.Names) Document {
 			Resource:  b + "/inbound/*",
 			Condition: map[string]map[string]any{
 				"StringEquals": {"aws:SourceAccount": acct(n)},
-				"ArnEquals":    {"aws:SourceArn": n.ReceiptRuleARN},
+				"ArnLike":      {"aws:SourceArn": ReceiptRuleSourceARN(n)},
 			},
 		},
 		{

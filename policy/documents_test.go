@@ -123,14 +123,12 @@ func TestDocumentsPerStack(t *testing.T) {
 			s = sid(t, d, "AllowSESWriteInbound")
 			eq(t, "ses write", [3]any{s.Principal, s.Action, s.Resource},
 				[3]any{map[string]any{"Service": "ses.amazonaws.com"}, "s3:PutObject", mail + "/inbound/*"})
-			// Only this stack's rule of the shared set, by its exact ARN.
+			// The rules of the shared set in this account: the exact rule ARN
+			// breaks CreateReceiptRule's test write (FIELD-NOTES, aws-cdk #30375).
 			eq(t, "ses write conditions", s.Condition, map[string]map[string]any{
 				"StringEquals": {"aws:SourceAccount": acct},
-				"ArnEquals":    {"aws:SourceArn": "arn:aws:ses:us-east-1:" + acct + ":receipt-rule-set/agentkeys:receipt-rule/agentkeys-inbound" + w.sfx},
+				"ArnLike":      {"aws:SourceArn": "arn:aws:ses:us-east-1:" + acct + ":receipt-rule-set/agentkeys:receipt-rule/*"},
 			})
-			if strings.Contains(d.JSON(), "receipt-rule/*") || strings.Contains(d.JSON(), "ArnLike") {
-				t.Errorf("mail bucket policy admits any receipt rule: %s", d.JSON())
-			}
 			if strings.Contains(d.JSON(), "aws:Referer") {
 				t.Error("mail bucket policy uses legacy aws:Referer")
 			}
