@@ -85,7 +85,7 @@ func NewBrokerStack(ctx *pulumi.Context, name string, args *BrokerStackArgs, opt
 	// The static trust names the daemon user and the host role.
 	trustDeps := []pulumi.Resource{c.Principals.DaemonUser, c.Principals.HostRole}
 	static, federated := policy.StaticTrust(n).JSON(), policy.FederatedTrust(n).JSON()
-	serving := pulumi.Bool(false).ToBoolOutput() // no bring-up: never serving
+	var serving pulumi.BoolOutput // zero: no bring-up in this run
 	var hostDeps []pulumi.Resource
 	if args.Host != nil {
 		spec := c.Network.PublicIp.ApplyT(func(ip string) (string, error) { return args.HostSpec(ip) }).(pulumi.StringOutput)
@@ -109,25 +109,44 @@ func NewBrokerStack(ctx *pulumi.Context, name string, args *BrokerStackArgs, opt
 	if args.Provider != nil {
 		kept = args.Provider.Thumbprints
 	}
-	thumbs := serving.ApplyT(func(ok bool) ([]string, error) {
-		if !ok {
-			return kept, nil
-		}
-		return liveThumbprint(ctx, n.BrokerHost, args.VerifyChain)
-	}).(pulumi.StringArrayOutput)
+	var thumbs pulumi.StringArrayInput
+	if len(kept) > 0 {
+		thumbs = pulumi.ToStringArray(kept)
+	}
+	if serving != (pulumi.BoolOutput{}) {
+		thumbs = serving.ApplyT(func(ok bool) []string {
+			if !ok {
+				return kept
+			}
+			// Optional (AWS checks trusted CAs itself): a failed read of the
+			// live chain warns instead of failing the deploy.
+			t, err := liveThumbprint(ctx, n.BrokerHost, args.VerifyChain)
+			if err != nil {
+				_ = ctx.Log.Warn(err.Error()+"; the provider keeps its thumbprints", nil)
+				return kept
+			}
+			return t
+		}).(pulumi.StringArrayOutput)
+	}
 	if c.Federation, err = NewOidcFederation(ctx, name+"-oidc", &OidcFederationArgs{
 		Names: n, Thumbprints: thumbs, Existing: args.Provider, Serving: serving, DependsOn: hostDeps,
+		Defer: c.Host == nil,
 	}, p); err != nil {
 		return nil, err
 	}
 	// Roles keep the static trust (§4.2) until the provider exists, then trust
 	// only it (§9.3); the document follows the provider's ARN, so it waits for it.
-	trust := c.Federation.ProviderArn.ApplyT(func(arn string) string {
+	var trust pulumi.StringInput = c.Federation.ProviderArn.ApplyT(func(arn string) string {
 		if arn != "" {
 			return federated
 		}
 		return static
 	}).(pulumi.StringOutput)
+	if args.Provider != nil {
+		// Known up front, so a preview shows it too.
+		trust = pulumi.String(federated)
+		trustDeps = append(trustDeps, c.Federation.Provider)
+	}
 	var federation pulumi.StringOutput
 	switch {
 	case args.Provider != nil && c.Host != nil:
@@ -151,7 +170,9 @@ func NewBrokerStack(ctx *pulumi.Context, name string, args *BrokerStackArgs, opt
 	}
 	if c.DataRole, err = NewDataRole(ctx, name+"-data", &DataRoleArgs{
 		Names: n, TrustPolicy: trust, TrustDependsOn: trustDeps, PermissionsBoundary: args.PermissionsBoundary,
-		FederatedNow: c.Federation.Active,
+		// The inline grant goes in the run after the provider exists: a
+		// plain decision, so a preview shows exactly what an up does.
+		NoInline: args.Provider != nil,
 	}, p); err != nil {
 		return nil, err
 	}

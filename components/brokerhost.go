@@ -72,15 +72,15 @@ func StageDir(user, stack string) string {
 	return home + "/.agentkeys-deploy/" + stack
 }
 
-// StageScript empties the stack's staging directory and writes the host
-// spec from stdin into it. pulumi-command's CopyToRemote creates only the
-// last element of a path and takes path-based assets only, so the
-// directory and the spec come from this command.
+// StageScript creates the stack's staging directory and writes the host spec
+// from stdin into it. pulumi-command's CopyToRemote creates only the last
+// element of a path and takes path-based assets only, so the directory and
+// the spec come from this command. The staged agent is left alone: a
+// connection-only change re-runs this command but not the copy.
 func StageScript(stage string) string {
 	return strings.Join([]string{
 		"set -eu",
 		"umask 077",
-		"rm -rf " + stage,
 		"mkdir -p " + stage,
 		"cat > " + path.Join(stage, "hostspec.json"),
 	}, "\n")
@@ -132,8 +132,8 @@ func NewHostBringUp(ctx *pulumi.Context, name string, args *HostBringUpArgs, opt
 		return nil, fmt.Errorf("host bring-up %s: Stack is required (it names the staging directory)", name)
 	}
 	stage := StageDir(args.User, args.Stack)
-	// One trigger list for the three steps: any change restages everything,
-	// so the apply never installs files left from an earlier run.
+	// One trigger list for the three steps: any change restages both files,
+	// so the apply never installs a file left from an earlier run.
 	triggers := pulumi.Array{pulumi.String(args.AgentHash), args.Spec, pulumi.String(args.Redeploy), pulumi.String(args.InstanceID)}
 	staged, err := remote.NewCommand(ctx, name+"-stage", &remote.CommandArgs{
 		Connection:             conn,

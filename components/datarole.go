@@ -24,9 +24,9 @@ type DataRoleArgs struct {
 	// PermissionsBoundary caps the stack's roles and users (test stacks: the
 	// account stack's agentkeys-test-boundary, which CI requires).
 	PermissionsBoundary string
-	// FederatedNow, when set, declares the inline grant only while it is
-	// false: after federation the bucket policy alone grants (§9.5).
-	FederatedNow pulumi.BoolOutput
+	// NoInline drops the inline grant: once federated, the bucket policy
+	// alone grants (§9.5 deletes ${ROLE}-inline).
+	NoInline bool
 }
 
 // DataRole is agentkeys-data-role<sfx> with its inline grant (§4.2): mail
@@ -59,7 +59,7 @@ func NewDataRole(ctx *pulumi.Context, name string, args *DataRoleArgs, opts ...p
 	if args.TrustPolicy != nil {
 		doc = args.TrustPolicy
 	}
-	if c.Role, err = declareDataRole(ctx, name, c, args.Names, doc, args.TrustDependsOn, args.PermissionsBoundary, args.FederatedNow); err != nil {
+	if c.Role, err = declareDataRole(ctx, name, c, args.Names, doc, args.TrustDependsOn, args.PermissionsBoundary, args.NoInline); err != nil {
 		return nil, err
 	}
 	c.RoleArn = c.Role.Arn
@@ -69,9 +69,9 @@ func NewDataRole(ctx *pulumi.Context, name string, args *DataRoleArgs, opts ...p
 	})
 }
 
-// declareDataRole declares the role and its inline grant under parent; with
-// a federated output, the grant exists only while that output is false.
-func declareDataRole(ctx *pulumi.Context, name string, parent pulumi.Resource, n naming.Names, trust pulumi.StringInput, deps []pulumi.Resource, boundary string, federated pulumi.BoolOutput) (*iam.Role, error) {
+// declareDataRole declares the role and, unless noInline, its inline grant
+// under parent.
+func declareDataRole(ctx *pulumi.Context, name string, parent pulumi.Resource, n naming.Names, trust pulumi.StringInput, deps []pulumi.Resource, boundary string, noInline bool) (*iam.Role, error) {
 	p := pulumi.Parent(parent)
 	role, err := iam.NewRole(ctx, name+"-data-role", &iam.RoleArgs{
 		Name:                pulumi.String(n.DataRole),
@@ -81,24 +81,13 @@ func declareDataRole(ctx *pulumi.Context, name string, parent pulumi.Resource, n
 	if err != nil {
 		return nil, err
 	}
-	inline := func() error {
-		_, err := iam.NewRolePolicy(ctx, name+"-data-role-policy", &iam.RolePolicyArgs{
-			Role: role.Name, Name: pulumi.String(n.DataRole + "-inline"), Policy: pulumi.String(policy.DataRoleInline(n).JSON()),
-		}, p)
-		return err
+	if noInline {
+		return role, nil
 	}
-	if federated == (pulumi.BoolOutput{}) {
-		return role, inline()
-	}
-	// Declared inside the apply: the grant is removed in the run that
-	// federates the role (spec §9.5 deletes ${ROLE}-inline).
-	federated.ApplyT(func(f bool) (bool, error) {
-		if f {
-			return true, nil
-		}
-		return false, inline()
-	})
-	return role, nil
+	_, err = iam.NewRolePolicy(ctx, name+"-data-role-policy", &iam.RolePolicyArgs{
+		Role: role.Name, Name: pulumi.String(n.DataRole + "-inline"), Policy: pulumi.String(policy.DataRoleInline(n).JSON()),
+	}, p)
+	return role, err
 }
 
 // optString is nil for "", so an unset option stays out of the inputs.

@@ -24,13 +24,19 @@ type OidcFederationArgs struct {
 	// list when the live chain cannot be read.
 	Thumbprints pulumi.StringArrayInput
 	// Existing is the provider the account already has (LookupOIDCProvider):
-	// it is declared unconditionally, so federation never undoes itself.
+	// it is declared unconditionally, so federation never undoes itself, and
+	// adopted by import when this stack's state lacks it (a provider made by
+	// hand under the old runbook). Its thumbprints are then left as they
+	// are: AWS checks trusted CAs itself, and an import must match.
 	Existing *ExistingProvider
 	// Serving gates the first creation: the provider is declared only once
 	// the host bring-up reports the broker serving OIDC discovery over TLS,
 	// because IAM fetches the issuer's certificate when it registers it.
-	// Unset (and no Existing): declared unconditionally.
+	// Unset (and no Existing, no Defer): declared unconditionally.
 	Serving pulumi.BoolOutput
+	// Defer leaves the provider undeclared in this run (no bring-up and
+	// none in the account yet).
+	Defer bool
 	// DependsOn orders the provider after the host bring-up.
 	DependsOn []pulumi.Resource
 }
@@ -45,7 +51,7 @@ type ExistingProvider struct {
 func LookupOIDCProvider(ctx *pulumi.Context, arn string, opts ...pulumi.InvokeOption) (*ExistingProvider, error) {
 	r, err := iam.LookupOpenIdConnectProvider(ctx, &iam.LookupOpenIdConnectProviderArgs{Arn: pulumi.StringRef(arn)}, opts...)
 	if err != nil {
-		if s := err.Error(); strings.Contains(s, "NoSuchEntity") || strings.Contains(s, "couldn't find resource") || strings.Contains(s, "not found") {
+		if s := err.Error(); strings.Contains(s, "NoSuchEntity") || strings.Contains(s, "couldn't find resource") {
 			return nil, nil
 		}
 		return nil, fmt.Errorf("looking up the OIDC provider %s: %w", arn, err)
@@ -87,16 +93,24 @@ func NewOidcFederation(ctx *pulumi.Context, name string, args *OidcFederationArg
 	if args.Thumbprints != nil {
 		pargs.ThumbprintLists = args.Thumbprints
 	}
-	declare := func() (*iam.OpenIdConnectProvider, error) {
-		return iam.NewOpenIdConnectProvider(ctx, name+"-provider", pargs, pulumi.Parent(c), pulumi.DependsOn(args.DependsOn))
+	popts := []pulumi.ResourceOption{pulumi.Parent(c), pulumi.DependsOn(args.DependsOn)}
+	if args.Existing != nil {
+		// Already in state with this id: an ordinary resource; else adopted.
+		popts = append(popts, pulumi.Import(pulumi.ID(args.Existing.Arn)), pulumi.IgnoreChanges([]string{"thumbprintLists"}))
 	}
-	if args.Existing != nil || args.Serving == (pulumi.BoolOutput{}) {
+	declare := func() (*iam.OpenIdConnectProvider, error) {
+		return iam.NewOpenIdConnectProvider(ctx, name+"-provider", pargs, popts...)
+	}
+	switch {
+	case args.Existing == nil && args.Defer:
+		c.ProviderArn, c.Active = pulumi.String("").ToStringOutput(), pulumi.Bool(false).ToBoolOutput()
+	case args.Existing != nil || args.Serving == (pulumi.BoolOutput{}):
 		var err error
 		if c.Provider, err = declare(); err != nil {
 			return nil, err
 		}
 		c.ProviderArn, c.Active = c.Provider.Arn, pulumi.Bool(true).ToBoolOutput()
-	} else {
+	default:
 		// Declared inside the apply: a first-time provider exists only once
 		// the broker serves TLS; afterwards Existing declares it up front.
 		c.ProviderArn = args.Serving.ApplyT(func(ok bool) (pulumi.StringOutput, error) {

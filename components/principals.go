@@ -130,7 +130,7 @@ func NewPrincipals(ctx *pulumi.Context, name string, args *PrincipalsArgs, opts 
 		// The static trust names the daemon user and the host role, which
 		// must exist first.
 		deps := append([]pulumi.Resource{c.DaemonUser, c.HostRole}, args.TrustDependsOn...)
-		if c.DataRole, err = declareDataRole(ctx, name, c, n, pulumi.String(trust.JSON()), deps, args.PermissionsBoundary, pulumi.BoolOutput{}); err != nil {
+		if c.DataRole, err = declareDataRole(ctx, name, c, n, pulumi.String(trust.JSON()), deps, args.PermissionsBoundary, false); err != nil {
 			return nil, err
 		}
 		c.DataRoleArn = c.DataRole.Arn

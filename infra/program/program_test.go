@@ -347,3 +347,45 @@ func TestTestStacksLiveUnderTheCIBoundary(t *testing.T) {
 		}
 	}
 }
+
+// A preview cannot know the bring-up's output when it re-runs (its triggers
+// changed), so federation decisions that change resources are taken from
+// what the account holds, not from that output: the preview then shows
+// exactly the resources the up keeps, and no spurious delete for the gate.
+func TestPreviewWithAnUnknownBringUpDeletesNothing(t *testing.T) {
+	for _, existing := range []bool{false, true} {
+		raw, err := config.ReadStackFile("../..", "prod")
+		require.NoError(t, err)
+		vals := map[string]string{"agentkeys:sshPrivateKey": testKey}
+		for k, v := range raw.Values {
+			vals[k] = v
+		}
+		n := names(t, "prod")
+		t.Setenv(AgentBinaryEnv, "/bin/true")
+		p, err := plan.Run("prod", Declare, plan.Options{
+			Config: vals, SecretKeys: []string{"agentkeys:sshPrivateKey"}, Preview: true,
+			Answers: map[string]plan.Answer{
+				"aws:ec2/getEips:getEips": func(resource.PropertyMap) (resource.PropertyMap, error) {
+					return resource.NewPropertyMapFromMap(map[string]any{"allocationIds": []any{}, "publicIps": []any{}}), nil
+				},
+				"aws:iam/getOpenIdConnectProvider:getOpenIdConnectProvider": func(args resource.PropertyMap) (resource.PropertyMap, error) {
+					if !existing {
+						return nil, fmt.Errorf("NoSuchEntity")
+					}
+					return resource.NewPropertyMapFromMap(map[string]any{"arn": n.OIDCProviderARN, "url": n.Issuer, "thumbprintLists": []any{"0123456789abcdef0123456789abcdef01234567"}}), nil
+				},
+			},
+		})
+		require.NoError(t, err)
+		assert.Equal(t, !existing, len(p.Find("aws:iam/rolePolicy:RolePolicy", "data-role-policy")) == 1, "existing %v: the inline grant follows the account, not the unknown output", existing)
+		if existing {
+			prov := one(t, p, "aws:iam/openIdConnectProvider:OpenIdConnectProvider", "")
+			assert.Equal(t, n.OIDCProviderARN, prov.ImportID, "a provider the state may lack is adopted")
+			for _, r := range p.Find("aws:iam/role:Role", "") {
+				if !strings.Contains(r.Name, "host-role") {
+					assert.JSONEq(t, policy.FederatedTrust(n).JSON(), r.Inputs["assumeRolePolicy"].(string), "%s stays federated in the preview", r.Name)
+				}
+			}
+		}
+	}
+}
