@@ -36,12 +36,12 @@ type Options struct {
 	ProjectDir string
 	// AWS is the SDK config EIPs are looked up with, in each stack's own
 	// aws:region; nil: EIPs from config only.
-	AWS *aws.Config
-	Engine     deploy.Engine // nil: last deploy "-"
-	Connect    map[string]string
-	RootCAs    *x509.CertPool
-	Timeout    time.Duration // per health probe; 0 means 3s
-	Stacks     []string      // only these stacks (default: every stack file)
+	AWS     *aws.Config
+	Engine  deploy.Engine // nil: last deploy "-"
+	Connect map[string]string
+	RootCAs *x509.CertPool
+	Timeout time.Duration // per health probe; 0 means 3s
+	Stacks  []string      // only these stacks (default: every stack file)
 }
 
 // Collect builds the table, stacks in name order.
