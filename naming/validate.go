@@ -1,6 +1,11 @@
 package naming
 
-import "regexp"
+import (
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+)
 
 var (
 	accountRe = regexp.MustCompile(`^\d{12}$`)
@@ -16,3 +21,21 @@ func IsZone(s string) bool { return zoneRe.MatchString(s) }
 
 // IsRegion reports whether s looks like an AWS region.
 func IsRegion(s string) bool { return regionRe.MatchString(s) }
+
+// IsResolver reports whether s is host:port of a DNS resolver with a
+// numeric port (the Pulumi config and the host agent accept the same).
+func IsResolver(s string) bool {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 1 && n <= 65535
+}
+
+// IsACMEDirectory reports whether s is an absolute https URL without
+// credentials, as an ACME directory must be.
+func IsACMEDirectory(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && u.Scheme == "https" && u.Host != "" && u.User == nil
+}

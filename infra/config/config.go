@@ -239,8 +239,8 @@ var keys = []key{
 	}},
 	{"acmeDirectory", false, DefaultACMEDirectory, func(c *Config, v string) error {
 		c.ACMEDir = v
-		if u, err := url.Parse(v); err != nil || u.Scheme != "https" || u.Host == "" {
-			return fmt.Errorf("%q is not an https ACME directory URL", v)
+		if !naming.IsACMEDirectory(v) {
+			return fmt.Errorf("%q is not an absolute https ACME directory URL without credentials", v)
 		}
 		return nil
 	}},
@@ -253,8 +253,8 @@ var keys = []key{
 	}},
 	{"dnsResolver", false, DefaultDNSResolver, func(c *Config, v string) error {
 		c.DNSResolver = v
-		if _, _, err := net.SplitHostPort(v); err != nil {
-			return fmt.Errorf("%q is not host:port", v)
+		if !naming.IsResolver(v) {
+			return fmt.Errorf("%q is not host:port with a numeric port", v)
 		}
 		return nil
 	}},
