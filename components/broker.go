@@ -26,6 +26,9 @@ type BrokerStackArgs struct {
 	// Provider is the stack's OIDC provider when the account already has it
 	// (LookupOIDCProvider): federation then stays on whatever a run reports.
 	Provider *ExistingProvider
+	// SecretSpec keeps the host spec out of state and previews in clear text
+	// (a custom RPC URL may carry a provider's API key in its path).
+	SecretSpec bool
 	// VerifyChain checks the broker's chain against the system roots when
 	// reading the thumbprint; off for staging or test CAs.
 	VerifyChain bool
@@ -89,6 +92,9 @@ func NewBrokerStack(ctx *pulumi.Context, name string, args *BrokerStackArgs, opt
 	var hostDeps []pulumi.Resource
 	if args.Host != nil {
 		spec := c.Network.PublicIp.ApplyT(func(ip string) (string, error) { return args.HostSpec(ip) }).(pulumi.StringOutput)
+		if args.SecretSpec {
+			spec = pulumi.ToSecret(spec).(pulumi.StringOutput)
+		}
 		deps := []pulumi.Resource{c.Principals.InstanceProfile}
 		for _, r := range c.Network.Records {
 			deps = append(deps, r)

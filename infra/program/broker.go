@@ -37,6 +37,7 @@ func declareBroker(ctx *pulumi.Context, cfg *config.Config) (map[string]pulumi.I
 		Names: n, ProdPosture: cfg.Stack.ProdPosture(), InstanceID: cfg.InstanceID, EIP: eip, Provider: provider,
 		// Staging and test CAs are not in the system roots.
 		VerifyChain: cfg.ACMEDir == config.DefaultACMEDirectory,
+		SecretSpec:  cfg.RPCURL != "",
 		HostSpec: func(ip string) (string, error) {
 			b, err := HostSpec(cfg, ip).Encode()
 			return string(b), err

@@ -389,3 +389,19 @@ func TestPreviewWithAnUnknownBringUpDeletesNothing(t *testing.T) {
 		}
 	}
 }
+
+// A custom RPC URL may carry an API key in its path: the whole host spec is
+// then a secret in the stage command's stdin and in the triggers.
+func TestCustomRPCURLMakesTheHostSpecSecret(t *testing.T) {
+	p, _ := deploy(t, "test-2", true, func(v map[string]string) { v["agentkeys:rpcUrl"] = "https://mainnet.example.org/v3/rpc-key-7f3a9c" })
+	stage := one(t, p, "command:remote:Command", "-stage")
+	assert.Equal(t, plan.Secret, stage.Inputs["stdin"])
+	var buf strings.Builder
+	require.NoError(t, p.JSON(&buf))
+	if i := strings.Index(buf.String(), "rpc-key-7f3a9c"); i >= 0 {
+		t.Errorf("the RPC key reaches the plan output: …%s…", buf.String()[max(0, i-300):i+20])
+	}
+	// Without one, the spec stays readable in previews.
+	p, _ = deploy(t, "test-2", true, nil)
+	assert.NotEqual(t, plan.Secret, one(t, p, "command:remote:Command", "-stage").Inputs["stdin"])
+}
