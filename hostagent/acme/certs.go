@@ -9,6 +9,9 @@ import (
 	"path"
 	"path/filepath"
 	"time"
+
+	"github.com/agentkeys/agentkeys-infra/hostagent/fsx"
+	"github.com/agentkeys/agentkeys-infra/hostagent/nginx"
 )
 
 // certInfo is what the agent knows about a certificate on disk.
@@ -51,6 +54,32 @@ type meta struct {
 }
 
 func metaFile(certDir string) string { return path.Join(certDir, "meta.json") }
+
+// accepts is the rule by which a certificate on disk is the spec's: adopted
+// from certbot, or issued by the spec's ACME directory. Any other (a staging
+// or test CA's, or one without meta.json) is re-ordered, never kept.
+func (m meta) accepts(directory string) bool {
+	return m.Source == "certbot" || (m.Directory != "" && m.Directory == directory)
+}
+
+// Accepted reports whether host's certificate under root is one the
+// certificates step keeps, by its meta.json (see meta.accepts); it does not
+// read the certificate itself. directory is the spec's ACME directory.
+func Accepted(root, host, directory string) bool {
+	fc, _ := nginx.CertFiles(host)
+	return readMeta(fsx.HostPath(root, metaFile(path.Dir(fc)))).accepts(directory)
+}
+
+// Source describes where host's certificate under root came from, by its
+// meta.json ("" when it has none).
+func Source(root, host string) string {
+	fc, _ := nginx.CertFiles(host)
+	m := readMeta(fsx.HostPath(root, metaFile(path.Dir(fc))))
+	if m.Source == "acme" && m.Directory != "" {
+		return m.Directory
+	}
+	return m.Source
+}
 
 func readMeta(p string) meta {
 	var m meta

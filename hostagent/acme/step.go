@@ -102,11 +102,11 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		if have && m.Source == "certbot" {
 			fromCertbot = true
 		}
-		if have && !cur.due(now()) && (m.Source == "certbot" || m.Directory == sp.ACME.Directory) {
+		if have && !cur.due(now()) && m.accepts(sp.ACME.Directory) {
 			set(h, outcome{kind: "valid", reason: describe(cur)})
 			continue
 		}
-		if have && now().Before(cur.NotAfter) && (m.Source == "certbot" || m.Directory == sp.ACME.Directory) {
+		if have && now().Before(cur.NotAfter) && m.accepts(sp.ACME.Directory) {
 			current[h] = cur
 		}
 		if s.RenewOnly && !have {

@@ -262,14 +262,23 @@ func (e *Env) Restart(ctx context.Context, units ...string) error {
 	return nil
 }
 
+// NginxTestError is ReloadNginx's error when nginx -t rejects the
+// configuration on disk; any other error of ReloadNginx is the reload (or
+// start) itself failing after the test passed.
+type NginxTestError struct{ Err error }
+
+func (e *NginxTestError) Error() string { return e.Err.Error() }
+func (e *NginxTestError) Unwrap() error { return e.Err }
+
 // ReloadNginx runs nginx -t and, only if it passes, reloads nginx (counted).
-// A failing test returns the error and leaves the running config alone.
+// A failing test returns a *NginxTestError and leaves the running config
+// alone.
 func (e *Env) ReloadNginx(ctx context.Context) error {
 	if e.DryRun {
 		return nil
 	}
 	if err := e.Sys.NginxTest(ctx); err != nil {
-		return err
+		return &NginxTestError{Err: err}
 	}
 	if err := e.Sys.NginxReload(ctx); err != nil {
 		return err

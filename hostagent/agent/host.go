@@ -78,16 +78,26 @@ func tail(s string, n int) string {
 }
 
 func (h *Host) Systemctl(ctx context.Context, verb string, units ...string) error {
-	_, err := runCmd(ctx, "", nil, "systemctl", append([]string{verb}, units...)...)
+	_, err := h.cmd(ctx, nil, "systemctl", append([]string{verb}, units...)...)
 	return err
 }
 
-func (*Host) IsActive(ctx context.Context, unit string) (bool, error) {
-	return exitOK(exec.CommandContext(ctx, "systemctl", "is-active", "--quiet", unit).Run())
+func (h *Host) IsActive(ctx context.Context, unit string) (bool, error) {
+	return h.query(ctx, "systemctl", "is-active", "--quiet", unit)
 }
 
-func (*Host) IsEnabled(ctx context.Context, unit string) (bool, error) {
-	return exitOK(exec.CommandContext(ctx, "systemctl", "is-enabled", "--quiet", unit).Run())
+func (h *Host) IsEnabled(ctx context.Context, unit string) (bool, error) {
+	return h.query(ctx, "systemctl", "is-enabled", "--quiet", unit)
+}
+
+// query runs a command whose exit status is the answer (0: true); with the
+// test's exec, any failure is a non-zero exit.
+func (h *Host) query(ctx context.Context, name string, args ...string) (bool, error) {
+	if h.exec == nil {
+		return exitOK(exec.CommandContext(ctx, name, args...).Run())
+	}
+	_, err := h.exec(ctx, nil, name, args...)
+	return err == nil, nil
 }
 
 // exitOK maps a non-zero exit to false and other failures to errors.
@@ -251,16 +261,30 @@ func (h *Host) InstallRustToolchain(ctx context.Context) (bool, string, error) {
 	return true, "", nil
 }
 
-func (*Host) NginxTest(ctx context.Context) error {
-	_, err := runCmd(ctx, "", nil, "nginx", "-t", "-q")
+func (h *Host) NginxTest(ctx context.Context) error {
+	_, err := h.cmd(ctx, nil, "nginx", "-t", "-q")
 	return err
 }
 
+// NginxReload reloads a running nginx, or enables and starts a stopped one;
+// nginx is enabled in either case, so that it comes back after a reboot on
+// distributions whose package does not enable it (Amazon Linux, RHEL).
 func (h *Host) NginxReload(ctx context.Context) error {
-	if on, err := h.IsActive(ctx, "nginx"); err != nil {
+	on, err := h.IsActive(ctx, "nginx")
+	if err != nil {
 		return err
-	} else if on {
-		return h.Systemctl(ctx, "reload", "nginx")
 	}
-	return h.Systemctl(ctx, "start", "nginx")
+	if !on {
+		return h.Systemctl(ctx, "enable", "--now", "nginx")
+	}
+	enabled, err := h.IsEnabled(ctx, "nginx")
+	if err != nil {
+		return err
+	}
+	if !enabled {
+		if err := h.Systemctl(ctx, "enable", "nginx"); err != nil {
+			return err
+		}
+	}
+	return h.Systemctl(ctx, "reload", "nginx")
 }

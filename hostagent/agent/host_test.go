@@ -193,3 +193,40 @@ func TestLookCargo(t *testing.T) {
 	_, err = lookCargo(look())
 	assert.ErrorIs(t, err, exec.ErrNotFound)
 }
+
+// nginx is enabled whenever the agent (re)loads it, so that it comes back
+// after a reboot where the package does not enable it: a stopped nginx is
+// enabled and started, a running one enabled if it is not, then reloaded.
+func TestHostNginxReloadEnablesNginx(t *testing.T) {
+	ctx := context.Background()
+	const active, enabled = "systemctl is-active --quiet nginx", "systemctl is-enabled --quiet nginx"
+	for _, c := range []struct {
+		name   string
+		fail   []string // queries answering no
+		starts []string // the commands that change something
+	}{
+		{"stopped, disabled", []string{active, enabled}, []string{"systemctl enable --now nginx"}},
+		{"stopped, enabled", []string{active}, []string{"systemctl enable --now nginx"}},
+		{"running, disabled", []string{enabled}, []string{"systemctl enable nginx", "systemctl reload nginx"}},
+		{"running, enabled", nil, []string{"systemctl reload nginx"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m := &fakeMachine{fail: map[string]string{}}
+			for _, q := range c.fail {
+				m.fail[q] = ""
+			}
+			require.NoError(t, m.host().NginxReload(ctx))
+			var changes []string
+			for _, l := range m.calls {
+				if !strings.Contains(l, " is-") {
+					changes = append(changes, l)
+				}
+			}
+			assert.Equal(t, c.starts, changes, "all calls: %v", m.calls)
+		})
+	}
+	m := &fakeMachine{fail: map[string]string{active: "", "systemctl enable --now nginx": "Job for nginx.service failed"}}
+	err := m.host().NginxReload(ctx)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "systemctl enable --now nginx")
+}

@@ -24,7 +24,8 @@ import (
 // before the files change, so a run killed in between leaves it owed. A
 // config that fails nginx -t is never left live: the vhost files nginx last
 // loaded (kept in the applied record) are put back and checked again, and
-// the error says what is on disk.
+// the error says what is on disk. A config that passes nginx -t but whose
+// reload (or start) fails stays in place, with the reload still owed.
 type Step struct {
 	// ListenAddr restricts listen directives to one address ("" = all;
 	// the sandbox uses 127.0.0.1).
@@ -40,15 +41,29 @@ func (s *Step) Name() string { return "nginx" }
 // hash of the config and the served certificates, and the vhost files
 // themselves. A renewal changes certificates but no config byte, so the hash
 // changes and nginx reloads; a rejected config is rolled back to the files.
-func AppliedRecord(stateDir string) string { return path.Join(stateDir, "nginx", "applied.json") }
-
-// legacyMarker is the hash-only record of earlier agents, removed once the
-// applied record replaces it.
-func legacyMarker(stateDir string) string { return path.Join(stateDir, "nginx", "applied.sha256") }
+// It lives in the agent's root-only directory: the rollback writes its files
+// as root, so the service user (who owns the state dir) must not be able to
+// replace it. Earlier agents kept it in <stateDir>/nginx/ (applied.json,
+// before that applied.sha256); that copy is ignored, neither read nor
+// removed (a file there may be the service user's). Without a record the
+// first run reloads nginx once and a rejected config is rolled back to the
+// vhost files found before the run.
+func AppliedRecord(stateDir string) string {
+	return path.Join(agent.AgentDir(stateDir), "nginx-applied.json")
+}
 
 type applied struct {
 	SHA256 string            `json:"sha256"`
 	Files  map[string]string `json:"files"` // host path -> content
+}
+
+// IsVhostPath reports whether p is a path this step owns:
+// <confDir>/<FilePrefix>*.conf, and nothing else. The rollback writes only
+// such paths, whatever a record names.
+func IsVhostPath(confDir, p string) bool {
+	base := path.Base(p)
+	return path.IsAbs(p) && path.Clean(p) == p && path.Dir(p) == path.Clean(confDir) &&
+		strings.HasPrefix(base, FilePrefix) && strings.HasSuffix(base, ".conf") && len(base) >= len(FilePrefix)+len(".conf")
 }
 
 func readApplied(env *agent.Env) (*applied, error) {
@@ -174,7 +189,13 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	}
 	fsx.Fault("nginx:before-reload")
 	if err := env.ReloadNginx(ctx); err != nil {
-		return res, s.rollback(ctx, env, last, old, err)
+		var rejected *agent.NginxTestError
+		if errors.As(err, &rejected) {
+			return res, s.rollback(ctx, env, last, old, rejected.Err)
+		}
+		// nginx -t accepted the files: they stay, and so does the owed
+		// reload (no record is written: nginx has not loaded them).
+		return res, fmt.Errorf("nginx -t accepts the new vhosts, which stay in place, but reloading nginx failed (the reload is owed to the next run; nginx keeps serving its running configuration): %w", err)
 	}
 	res.Changes = append(res.Changes, "nginx -t passed; reloaded nginx")
 	rec := applied{SHA256: marker, Files: map[string]string{}}
@@ -182,10 +203,10 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		rec.Files[p] = string(b)
 	}
 	rb, _ := json.MarshalIndent(rec, "", "  ")
-	if _, err := env.WriteFile(nil, AppliedRecord(sp.StateDir), append(rb, '\n'), 0o600, owner); err != nil {
+	if _, err := env.EnsureDir(nil, agent.AgentDir(sp.StateDir), 0o700, owner); err != nil {
 		return res, err
 	}
-	if _, err := fsx.RemoveFile(env.Root, legacyMarker(sp.StateDir)); err != nil {
+	if _, err := env.WriteFile(nil, AppliedRecord(sp.StateDir), append(rb, '\n'), 0o600, owner); err != nil {
 		return res, err
 	}
 	if err := env.Done(agent.ActionReloadNginx); err != nil {
@@ -203,18 +224,33 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 // rollback puts back the vhost files nginx last loaded (from the applied
 // record; without one, those found on disk before this run), tests them
 // again and returns an error that says what is on disk. Nginx itself was
-// not reloaded, so it keeps serving the configuration it runs.
+// not reloaded, so it keeps serving the configuration it runs. Only the
+// step's own vhost paths (IsVhostPath) are written: a record naming any
+// other path is refused for that path.
 func (s *Step) rollback(ctx context.Context, env *agent.Env, last *applied, before map[string][]byte, cause error) error {
 	restore, what := before, "the vhost files found before this run (the agent has no record of what nginx last loaded)"
+	// refused: paths the record names that are not the step's to write.
+	var refused []string
 	if last != nil {
 		restore, what = map[string][]byte{}, "the vhost files nginx last loaded"
 		for p, c := range last.Files {
+			if !IsVhostPath(env.Spec.Nginx.ConfDir, p) {
+				refused = append(refused, p)
+				continue
+			}
 			restore[p] = []byte(c)
 		}
 	}
+	note := ""
+	if len(refused) > 0 {
+		sort.Strings(refused)
+		what = "the vhost files nginx last loaded that are the agent's"
+		note = fmt.Sprintf("; refused to write %s, which %s names: not one of the agent's vhosts (%s/%s*.conf); that record is not the agent's, delete it",
+			strings.Join(refused, ", "), AppliedRecord(env.Spec.StateDir), path.Clean(env.Spec.Nginx.ConfDir), FilePrefix)
+	}
 	owner, err := env.Owner("", "")
 	if err != nil {
-		return fmt.Errorf("nginx rejected the new vhosts (%w) and restoring %s failed: %v", cause, what, err)
+		return fmt.Errorf("nginx rejected the new vhosts (%w) and restoring %s failed: %v%s", cause, what, err, note)
 	}
 	var errs []error
 	for p, b := range restore {
@@ -232,16 +268,16 @@ func (s *Step) rollback(ctx context.Context, env *agent.Env, last *applied, befo
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("nginx rejected the new vhosts (%w) and restoring %s failed, so the rejected files may still be on disk: %v", cause, what, err)
+		return fmt.Errorf("nginx rejected the new vhosts (%w) and restoring %s failed, so the rejected files may still be on disk: %v%s", cause, what, err, note)
 	}
 	if err := env.Sys.NginxTest(ctx); err != nil {
-		return fmt.Errorf("nginx rejected the new vhosts (%w); %s are restored, but nginx -t rejects them too (%v): a certificate or a file outside the agent's vhosts is at fault; nginx keeps serving its running configuration until it restarts", cause, what, err)
+		return fmt.Errorf("nginx rejected the new vhosts (%w); %s are restored, but nginx -t rejects them too (%v): a certificate or a file outside the agent's vhosts is at fault; nginx keeps serving its running configuration until it restarts%s", cause, what, err, note)
 	}
-	if last != nil {
+	if last != nil && len(refused) == 0 {
 		// The disk holds what nginx runs: no reload is owed.
 		if err := env.Done(agent.ActionReloadNginx); err != nil {
 			return fmt.Errorf("nginx rejected the new vhosts (%w); %s are restored and pass nginx -t, but clearing the owed reload failed: %v", cause, what, err)
 		}
 	}
-	return fmt.Errorf("nginx rejected the new vhosts; %s are restored and pass nginx -t, and nginx keeps serving its running configuration: %w", what, cause)
+	return fmt.Errorf("nginx rejected the new vhosts; %s are restored and pass nginx -t, and nginx keeps serving its running configuration: %w%s", what, cause, note)
 }

@@ -7,7 +7,9 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"os"
@@ -325,5 +327,164 @@ func TestRejectedFirstConfigSaysWhatItRestored(t *testing.T) {
 	}
 	if got := confs(t, root); !reflect.DeepEqual(got, map[string]string{"agentkeys-old-host.example.org.conf": "server {}\n"}) {
 		t.Errorf("conf dir after the rollback: %v", got)
+	}
+}
+
+// plantRecord writes an applied record naming files at host paths.
+func plantRecord(t *testing.T, root, rec string, files map[string]string) {
+	t.Helper()
+	b, err := json.Marshal(map[string]any{"sha256": "planted", "files": files})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(filepath.Join(root, rec)), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, rec), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The record of what nginx last loaded is the agent's, in its root-only
+// directory; the rollback writes only the step's own vhost paths, whatever
+// a record names, and the copy earlier agents kept in the service user's
+// state dir is ignored.
+func TestRollbackWritesOnlyVhostPaths(t *testing.T) {
+	ctx := context.Background()
+	bad := &Step{Mutate: func(_ string, b []byte) []byte { return append(b, "bogus_directive on;\n"...) }}
+	const stateDir = "/var/lib/agentkeys"
+	if got, want := AppliedRecord(stateDir), agent.AgentDir(stateDir)+"/nginx-applied.json"; got != want {
+		t.Fatalf("AppliedRecord = %s, want %s (in the root-only agent dir)", got, want)
+	}
+
+	t.Run("record in the agent dir", func(t *testing.T) {
+		root := t.TempDir()
+		if _, err := (&Step{}).Run(ctx, newEnv(t, root)); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(filepath.Join(root, agent.AgentDir(stateDir)))
+		if err != nil || st.Mode().Perm() != 0o700 {
+			t.Fatalf("agent dir: %v %v, want 0700", st, err)
+		}
+		if st, err := os.Stat(filepath.Join(root, AppliedRecord(stateDir))); err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("record: %v %v, want 0600", st, err)
+		}
+		if _, err := os.Stat(filepath.Join(root, stateDir, "nginx")); !os.IsNotExist(err) {
+			t.Errorf("the record's old directory in the state dir was created: %v", err)
+		}
+
+		// A record naming another path (as a tampered one would).
+		loaded := confs(t, root)
+		broker := "/etc/nginx/conf.d/agentkeys-broker-test-2.example.org.conf"
+		files := map[string]string{broker: read(t, filepath.Join(root, broker))}
+		for _, p := range []string{"/etc/cron.d/x", "/etc/nginx/conf.d/../../cron.d/y.conf", "/etc/nginx/conf.d/default.conf", "/etc/nginx/agentkeys-z.conf"} {
+			files[p] = "* * * * * root touch /tmp/pwned\n"
+		}
+		plantRecord(t, root, AppliedRecord(stateDir), files)
+		e := newEnv(t, root)
+		e.Sys = &pickySystem{sandbox: agent.NewSandbox(root), root: root}
+		_, err = bad.Run(ctx, e)
+		if err == nil {
+			t.Fatal("nginx -t accepted the bogus vhost")
+		}
+		for _, want := range []string{"nginx rejected the new vhosts; the vhost files nginx last loaded that are the agent's are restored and pass nginx -t",
+			"refused to write /etc/cron.d/x, /etc/nginx/agentkeys-z.conf, /etc/nginx/conf.d/../../cron.d/y.conf, /etc/nginx/conf.d/default.conf, which " +
+				AppliedRecord(stateDir) + " names: not one of the agent's vhosts (/etc/nginx/conf.d/agentkeys-*.conf)"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not say %q", err, want)
+			}
+		}
+		for _, p := range []string{"/etc/cron.d/x", "/etc/cron.d/y.conf", "/etc/nginx/conf.d/default.conf", "/etc/nginx/agentkeys-z.conf"} {
+			if _, err := os.Stat(filepath.Join(root, p)); !os.IsNotExist(err) {
+				t.Errorf("the rollback wrote %s", p)
+			}
+		}
+		if got := confs(t, root); got[filepath.Base(broker)] != loaded[filepath.Base(broker)] || len(got) != 1 {
+			t.Errorf("the recorded vhost was not the only one restored: %v", got)
+		}
+	})
+
+	t.Run("old record in the state dir", func(t *testing.T) {
+		root := t.TempDir()
+		plantRecord(t, root, stateDir+"/nginx/applied.json", map[string]string{"/etc/cron.d/x": "* * * * * root touch /tmp/pwned\n"})
+		e := newEnv(t, root)
+		e.Sys = &pickySystem{sandbox: agent.NewSandbox(root), root: root}
+		_, err := bad.Run(ctx, e)
+		if err == nil || !strings.Contains(err.Error(), "the agent has no record of what nginx last loaded") {
+			t.Fatalf("err = %v, want the rollback to the files found before the run", err)
+		}
+		if _, err := os.Stat(filepath.Join(root, "etc/cron.d/x")); !os.IsNotExist(err) {
+			t.Error("the rollback wrote a path from the old record")
+		}
+	})
+}
+
+// failingReload is the sandbox with a reload that fails after nginx -t
+// passed (systemctl reload refused, nginx not running...).
+type failingReload struct {
+	*sandbox
+	fail bool
+}
+
+func (f *failingReload) NginxReload(ctx context.Context) error {
+	if f.fail {
+		return errors.New("systemctl reload nginx: exit status 1: nginx.service is not active, cannot reload")
+	}
+	return f.sandbox.NginxReload(ctx)
+}
+
+// A reload that fails after nginx -t passed is not a rejected config: the
+// new files stay in place, the reload stays owed and the error says the
+// reload failed; the next run reloads without writing anything.
+func TestFailedReloadKeepsTheNewFilesAndOwesTheReload(t *testing.T) {
+	root := t.TempDir()
+	ctx := context.Background()
+	sys := &failingReload{sandbox: agent.NewSandbox(root)}
+	env := func() *agent.Env {
+		e := newEnv(t, root)
+		e.Sys = sys
+		return e
+	}
+	if _, err := (&Step{}).Run(ctx, env()); err != nil {
+		t.Fatal(err)
+	}
+	loadedRecord := read(t, filepath.Join(root, AppliedRecord("/var/lib/agentkeys")))
+	changed := &Step{Mutate: func(host string, b []byte) []byte {
+		if host == "signer-test-2.example.org" {
+			return append(b, "# changed\n"...)
+		}
+		return b
+	}}
+	sys.fail = true
+	_, err := changed.Run(ctx, env())
+	if err == nil {
+		t.Fatal("a failed reload passed")
+	}
+	if !strings.Contains(err.Error(), "nginx -t accepts the new vhosts, which stay in place, but reloading nginx failed") || strings.Contains(err.Error(), "rejected") {
+		t.Errorf("error %q does not say that the reload (not the config) failed", err)
+	}
+	if got := read(t, filepath.Join(root, "etc/nginx/conf.d/agentkeys-signer-test-2.example.org.conf")); !strings.HasSuffix(got, "# changed\n") {
+		t.Errorf("the accepted new vhost was rolled back:\n%s", got)
+	}
+	if read(t, filepath.Join(root, AppliedRecord("/var/lib/agentkeys"))) != loadedRecord {
+		t.Error("the record of what nginx last loaded changed, though nginx loaded nothing")
+	}
+	e := env()
+	if owed, _ := e.IsPending(agent.ActionReloadNginx); !owed {
+		t.Error("the failed reload is not owed")
+	}
+
+	sys.fail = false
+	e = env()
+	res, err := changed.Run(ctx, e)
+	if err != nil || e.Counters.Reloads != 1 || e.Counters.FilesWritten != 1 {
+		t.Fatalf("rerun: %v %v reloads=%d written=%d, want the reload and only the record written", err, res.Changes, e.Counters.Reloads, e.Counters.FilesWritten)
+	}
+	if owed, _ := e.IsPending(agent.ActionReloadNginx); owed {
+		t.Error("the reload is still owed after it succeeded")
+	}
+	e = env()
+	if res, err := changed.Run(ctx, e); err != nil || res.Status != agent.OK || *e.Counters != (agent.Counters{}) {
+		t.Errorf("third run: %s %v %+v, want a no-op", res.Status, err, *e.Counters)
 	}
 }

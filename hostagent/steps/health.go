@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/agentkeys/agentkeys-infra/hostagent/acme"
 	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
 	"github.com/agentkeys/agentkeys-infra/hostagent/nginx"
 )
@@ -24,8 +25,9 @@ import (
 // (issuer byte-for-byte equal to the spec's) and JWKS (at least one ES256
 // key). Once the broker's certificate is on disk it also fetches the
 // discovery through nginx over TLS, as AWS will, and (when the certificates
-// step did not run) records the broker host as issued while it is valid. Every check is reported;
-// any failure fails the step.
+// step did not run) records the broker host as issued while it is valid and
+// from the spec's ACME directory (or certbot), else as skipped. Every check
+// is reported; any failure fails the step.
 type Health struct{}
 
 func (Health) Name() string { return "health" }
@@ -85,9 +87,21 @@ func (Health) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 			if leaf, err := nginx.InstalledCert(env.Root, b.Hostname); err == nil {
 				checks = append(checks, check{name: agent.HealthBrokerTLS, url: s.Issuer + "/.well-known/openid-configuration",
 					verify: discovery, client: tlsClient(env, b.Hostname)})
+				// The certificates step did not run: the certificate on disk
+				// counts as issued by the rule that step keeps one by (from
+				// the spec's ACME directory, or adopted from certbot), and
+				// only while it is in date.
 				now := time.Now()
 				if env.Report.Recorded(b.Hostname) == "" && now.After(leaf.NotBefore) && now.Before(leaf.NotAfter) {
-					env.Report.Issued(b.Hostname) // the certificates step did not run
+					if acme.Accepted(env.Root, b.Hostname, s.ACME.Directory) {
+						env.Report.Issued(b.Hostname)
+					} else {
+						from := acme.Source(env.Root, b.Hostname)
+						if from == "" {
+							from = "an unknown CA (no meta.json)"
+						}
+						env.Report.SkipHost(b.Hostname, fmt.Sprintf("the certificate on disk is from %s, not the spec's ACME directory %s; the certificates step replaces it", from, s.ACME.Directory))
+					}
 				}
 			}
 		}

@@ -106,11 +106,32 @@ func TestHealthChecksBrokerDiscoveryOverTLS(t *testing.T) {
 
 	// The certificates step did not run: the certificate on disk is what
 	// counts. The check runs, and the valid certificate is reported issued,
-	// as the Pulumi program requires to federate.
-	checks, err = run("")
-	require.NoError(t, err)
-	assert.True(t, checks[agent.HealthBrokerTLS].OK, checks[agent.HealthBrokerTLS].Detail)
-	assert.Equal(t, []string{b.Hostname}, env.Report.Hosts().Issued)
+	// as the Pulumi program requires to federate, only when the
+	// certificates step would keep it: its meta.json names the spec's ACME
+	// directory, or certbot. One from another CA (staging, a test CA) or
+	// without meta.json is reported skipped, whatever the TLS check says.
+	meta := filepath.Join(filepath.Dir(env.Path(fullchain)), "meta.json")
+	for _, c := range []struct{ meta, skip string }{
+		{"", "the certificate on disk is from an unknown CA (no meta.json), not the spec's ACME directory " + s.ACME.Directory},
+		{`{"source":"acme","directory":"https://acme-staging-v02.api.letsencrypt.org/directory"}`,
+			"the certificate on disk is from https://acme-staging-v02.api.letsencrypt.org/directory, not the spec's ACME directory " + s.ACME.Directory},
+		{`{"source":"acme","directory":"` + s.ACME.Directory + `"}`, ""},
+		{`{"source":"certbot"}`, ""},
+	} {
+		os.Remove(meta)
+		if c.meta != "" {
+			require.NoError(t, os.WriteFile(meta, []byte(c.meta), 0o644))
+		}
+		checks, err = run("")
+		require.NoError(t, err)
+		assert.True(t, checks[agent.HealthBrokerTLS].OK, checks[agent.HealthBrokerTLS].Detail)
+		if c.skip != "" {
+			assert.Empty(t, env.Report.Hosts().Issued, c.meta)
+			assert.Equal(t, map[string]string{b.Hostname: c.skip + "; the certificates step replaces it"}, env.Report.Hosts().Skipped)
+		} else {
+			assert.Equal(t, []string{b.Hostname}, env.Report.Hosts().Issued, c.meta)
+		}
+	}
 	// A host the certificates step reported skipped stays skipped, but the
 	// certificate nginx serves is still checked.
 	checks, err = run("skipped")

@@ -15,8 +15,9 @@ import (
 )
 
 // Identity refuses a spec for another stack than the one the host serves. It
-// reads BROKER_OIDC_ISSUER from the deployed broker unit's Environment= lines
-// or its EnvironmentFile, and changes nothing.
+// reads BROKER_OIDC_ISSUER from the deployed broker unit's EnvironmentFile
+// or its Environment= lines (the file wins, as in systemd), and changes
+// nothing.
 type Identity struct{}
 
 func (Identity) Name() string { return "identity" }
@@ -58,7 +59,11 @@ func DeployedIssuer(root string) (issuer, source string, err error) {
 
 // DeployedBrokerVar returns a variable of the deployed broker unit's
 // environment ("" when unset or on a fresh host) and the file it came from.
-// Environment= lines win over the EnvironmentFile, as in systemd.
+// As in systemd (systemd.exec: "Settings from these files override settings
+// made with Environment="), a value from an EnvironmentFile wins over an
+// Environment= line, and among each kind the last assignment wins. A unit
+// naming no EnvironmentFile is read with BrokerEnv only when its
+// Environment= lines do not set the variable.
 func DeployedBrokerVar(root, name string) (value, source string, err error) {
 	unit := UnitDir + "/" + BrokerUnit
 	b, err := os.ReadFile(fsx.HostPath(root, unit))
@@ -69,6 +74,7 @@ func DeployedBrokerVar(root, name string) (value, source string, err error) {
 		return "", "", err
 	}
 	var envFiles []string
+	inline := false
 	for _, line := range strings.Split(string(b), "\n") {
 		k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
 		if !ok {
@@ -79,17 +85,17 @@ func DeployedBrokerVar(root, name string) (value, source string, err error) {
 			for _, kv := range strings.Fields(v) {
 				kv = strings.Trim(kv, `"'`)
 				if val, ok := strings.CutPrefix(kv, name+"="); ok {
-					value, source = val, unit
+					value, source, inline = val, unit, true
 				}
 			}
 		case "EnvironmentFile":
 			envFiles = append(envFiles, strings.TrimPrefix(v, "-"))
 		}
 	}
-	if value != "" {
-		return value, source, nil
-	}
 	if len(envFiles) == 0 {
+		if inline {
+			return value, source, nil
+		}
 		envFiles = []string{BrokerEnv}
 	}
 	for _, f := range envFiles {

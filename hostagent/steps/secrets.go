@@ -27,9 +27,11 @@ import (
 // only systemd reads it, to hand it to the signer (LoadCredential); the
 // keypairs belong to the service user, for the broker. An existing file that
 // does not parse is an error naming it; it is never replaced. Every secret
-// minted (or found) is recorded in the root-only SecretsRecord: a recorded
-// secret whose file is gone is an error (restore it from a backup), never
-// a silent rotation.
+// minted (or found) is recorded with its sha256 in the root-only
+// SecretsRecord: a recorded secret whose file is gone is an error (restore
+// it from a backup), never a silent rotation, and so is one whose content no
+// longer has the recorded sha256 (the service user, who owns the state
+// dir, can replace the file with another well-formed secret).
 type Secrets struct{}
 
 func (Secrets) Name() string { return "secrets" }
@@ -179,6 +181,12 @@ func ensureSecret(env *agent.Env, res *agent.Result, rec secretsRecord, path str
 	}
 	if err := check(b); err != nil {
 		return fmt.Errorf("%s exists but %v; it is never replaced automatically: restore it from a backup, or (only on a host with no wallets or sessions to keep) delete it and its entry in %s so a new one is minted", path, err, SecretsRecord(env.Spec))
+	}
+	// The file sits in a directory the service user can write: a
+	// well-formed secret there is not necessarily the one this host minted.
+	if sum, ok := rec[path]; ok && sum != sha(b) {
+		return fmt.Errorf("%s was replaced: its sha256 is %s, but this host minted (or first found) the one with sha256 %s, recorded in %s; the agent does not use or record the new one: restore the recorded one from a backup and re-run (only on a host with no wallets, keys or sessions to keep, delete its entry from %s to record the file as it is now)",
+			path, sha(b), sum, SecretsRecord(env.Spec), SecretsRecord(env.Spec))
 	}
 	if err := record(env, res, rec, path, b); err != nil {
 		return err

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
+	"github.com/agentkeys/agentkeys-infra/hostagent/fsx"
 	"github.com/agentkeys/agentkeys-infra/hostagent/internal/sandboxtest"
 	"github.com/agentkeys/agentkeys-infra/hostagent/spec"
 )
@@ -325,6 +326,80 @@ func TestMissingMintedSecretIsAnErrorNotARotation(t *testing.T) {
 	require.NoError(t, os.Remove(env.Path(MasterSecretPath(env.Spec))))
 	_, err = Secrets{}.Run(context.Background(), env)
 	assert.ErrorContains(t, err, "is missing, but this host minted it")
+}
+
+// A recorded secret replaced by another well-formed one (the service user
+// owns the state dir the master secret is in) is an error naming the
+// recorded hash, in plan as in apply; the file is left as it is, and
+// restoring the recorded one converges.
+func TestReplacedRecordedSecretIsAnError(t *testing.T) {
+	for _, which := range []string{"master-secret", "oidc"} {
+		t.Run(which, func(t *testing.T) {
+			env, _ := newEnv(t, sandboxtest.Spec(t, sandboxtest.NewRepo(t)))
+			ctx := context.Background()
+			_, err := Users{}.Run(ctx, env)
+			require.NoError(t, err)
+			_, err = Secrets{}.Run(ctx, env)
+			require.NoError(t, err)
+			p, mint := MasterSecretPath(env.Spec), newMasterSecret
+			if which == "oidc" {
+				p, mint = OIDCKeyPath(env.Spec), newKeypair
+			}
+			orig := read(t, env, p)
+			st, err := os.Stat(env.Path(p))
+			require.NoError(t, err)
+			other, err := mint()
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(env.Path(p), other, 0o600))
+			ids := st.Sys().(*syscall.Stat_t)
+			require.NoError(t, os.Chown(env.Path(p), int(ids.Uid), int(ids.Gid)))
+			rec := read(t, env, SecretsRecord(env.Spec))
+
+			for _, dry := range []bool{true, false} {
+				env.DryRun = dry
+				_, err = Secrets{}.Run(ctx, env)
+				require.Error(t, err, "dry run %v", dry)
+				assert.Contains(t, err.Error(), p+" was replaced: its sha256 is "+sha(other)+", but this host minted (or first found) the one with sha256 "+sha([]byte(orig)))
+				assert.Contains(t, err.Error(), "restore the recorded one from a backup")
+				assert.Equal(t, string(other), read(t, env, p), "left as it is")
+				assert.Equal(t, rec, read(t, env, SecretsRecord(env.Spec)), "the record is unchanged")
+			}
+			env.DryRun = false
+
+			require.NoError(t, os.WriteFile(env.Path(p), []byte(orig), 0o600))
+			res, err := Secrets{}.Run(ctx, env)
+			require.NoError(t, err)
+			assert.Empty(t, res.Changes)
+		})
+	}
+}
+
+// As in systemd, a variable set by the unit's EnvironmentFile overrides
+// the same one set by an Environment= line, whichever comes first.
+func TestDeployedBrokerVarEnvFileWins(t *testing.T) {
+	root := t.TempDir()
+	unit := UnitDir + "/" + BrokerUnit
+	write := func(p, c string) {
+		require.NoError(t, os.MkdirAll(filepath.Dir(fsx.HostPath(root, p)), 0o755))
+		require.NoError(t, os.WriteFile(fsx.HostPath(root, p), []byte(c), 0o644))
+	}
+	write("/etc/agentkeys/broker.env", "BROKER_OIDC_ISSUER=https://from-file.example.org\n")
+	for _, u := range []string{
+		"[Service]\nEnvironment=BROKER_OIDC_ISSUER=https://inline.example.org\nEnvironmentFile=/etc/agentkeys/broker.env\n",
+		"[Service]\nEnvironmentFile=-/etc/agentkeys/broker.env\nEnvironment=\"BROKER_OIDC_ISSUER=https://inline.example.org\"\n",
+	} {
+		write(unit, u)
+		v, src, err := DeployedBrokerVar(root, "BROKER_OIDC_ISSUER")
+		require.NoError(t, err)
+		assert.Equal(t, "https://from-file.example.org", v, u)
+		assert.Equal(t, "/etc/agentkeys/broker.env", src)
+	}
+	// The file does not set it: the Environment= line counts.
+	write("/etc/agentkeys/broker.env", "OTHER=1\n")
+	v, src, err := DeployedBrokerVar(root, "BROKER_OIDC_ISSUER")
+	require.NoError(t, err)
+	assert.Equal(t, "https://inline.example.org", v)
+	assert.Equal(t, unit, src)
 }
 
 func TestSourceAdoptsOldCheckoutAndRefusesDirtyMove(t *testing.T) {

@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path"
+	"path/filepath"
+	"strings"
 
 	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
 	"github.com/agentkeys/agentkeys-infra/hostagent/fsx"
@@ -12,10 +16,13 @@ import (
 
 // Users ensures the agentkeys system user and its state dir, the agentkey
 // login user, and EC2 Instance Connect wired into sshd for that user. A new
-// sshd drop-in is validated before it goes live (sshd -t on a staged main
-// config that includes it ahead of the live one); the reload it calls for
-// is recorded in the intent journal first, so a run killed before the
-// reload leaves it owed to the next run.
+// sshd drop-in is validated before it goes live (sshd -t on a staged copy of
+// sshd's configuration with the new drop-in in place of the live one); the
+// reload it calls for is recorded in the intent journal first, so a run
+// killed before the reload leaves it owed to the next run. sshd's unit is
+// ssh or sshd (tried in that order). A reload owed by an earlier run that
+// fails again is a warning in the step's reason and stays owed; a run that
+// changed the drop-in and cannot reload fails.
 type Users struct {
 	// SSHDTest validates sshd's configuration read from mainConfig (a host
 	// path). nil: SSHDTestCommand on a real host, nothing in the sandbox.
@@ -133,14 +140,16 @@ func (u Users) sshdDropIn(ctx context.Context, env *agent.Env, res *agent.Result
 		}
 	}
 	fsx.Fault("users:before-sshd-reload")
-	if !env.Sys.Sandbox() {
-		if _, err := env.Sys.Run(ctx, "", nil, "sshd", "-t"); err != nil {
-			return fmt.Errorf("sshd rejects its configuration, fix it before the next login (the reload is left owed to the next run): %w", err)
+	if err := reloadSSHD(ctx, env); err != nil {
+		if differs {
+			// This run changed the drop-in: it must take effect.
+			return err
 		}
-	}
-	// Ubuntu names the unit ssh; reload keeps open sessions.
-	if err := env.Sys.Systemctl(ctx, "reload", "ssh"); err != nil {
-		return err
+		// Only an earlier run's reload is owed, and it keeps failing: that
+		// must not block every later apply. It stays owed and is reported.
+		res.Reason = fmt.Sprintf("warning: the sshd reload an earlier run owes failed again and stays owed (sshd keeps its running configuration; %s takes effect at its next reload or restart): %v", SSHDDropIn, err)
+		res.Detail["sshd"] = "reload owed: " + err.Error()
+		return nil
 	}
 	if err := env.Done(agent.ActionReloadSSHD); err != nil {
 		return err
@@ -153,9 +162,41 @@ func (u Users) sshdDropIn(ctx context.Context, env *agent.Env, res *agent.Result
 	return nil
 }
 
-// validate runs the sshd test on a staged copy of the new drop-in, included
-// ahead of the live configuration by a staged main config; neither name
-// matches sshd's *.conf include, so nothing staged is ever live.
+// SSHDUnits are the names of sshd's unit, tried in order: ssh.service on
+// Debian and Ubuntu, sshd.service on Amazon Linux, RHEL and Fedora.
+var SSHDUnits = []string{"ssh", "sshd"}
+
+// reloadSSHD checks sshd's live configuration (on a real host) and reloads
+// sshd, which keeps open sessions, under the first unit name that works.
+func reloadSSHD(ctx context.Context, env *agent.Env) error {
+	if !env.Sys.Sandbox() {
+		if _, err := env.Sys.Run(ctx, "", nil, "sshd", "-t"); err != nil {
+			return fmt.Errorf("sshd rejects its configuration, fix it before the next login (the reload is left owed to the next run): %w", err)
+		}
+	}
+	var errs []string
+	for _, unit := range SSHDUnits {
+		err := env.Sys.Systemctl(ctx, "reload", unit)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err.Error())
+	}
+	return fmt.Errorf("reloading sshd failed under each of its unit names (%s; the reload is left owed to the next run): %s",
+		strings.Join(SSHDUnits, ", "), strings.Join(errs, "; "))
+}
+
+// sshdStagePrefix names the directories validate stages sshd's
+// configuration in, in /etc/ssh (root's; no Include of sshd's matches them).
+const sshdStagePrefix = ".agentkeys-hostagent-sshd-test-"
+
+// validate runs the sshd test on sshd's configuration as it would be with
+// the new drop-in, staged in a root-only directory of /etc/ssh: a copy of
+// the drop-in directory (every other live drop-in, and the new one under its
+// real name instead of the live one) and a copy of the main config whose
+// Include of the drop-in directory names that copy, where the live one
+// includes it, so the order is the live order. A live drop-in of ours that
+// is broken does not fail its replacement. Nothing staged is ever live.
 func (u Users) validate(ctx context.Context, env *agent.Env, data []byte) error {
 	test := u.SSHDTest
 	if test == nil {
@@ -164,19 +205,109 @@ func (u Users) validate(ctx context.Context, env *agent.Env, data []byte) error 
 		}
 		test = SSHDTestCommand
 	}
-	staged, main := SSHDDropIn+".staged", SSHDDropIn+".staged-main"
-	defer fsx.RemoveFile(env.Root, staged)
-	defer fsx.RemoveFile(env.Root, main)
-	root := mustRoot(env)
-	if _, err := fsx.WriteFileAtomic(env.Root, staged, data, 0o644, root); err != nil {
+	sshDir, dropDir := path.Dir(SSHDMainConfig), path.Dir(SSHDDropIn)
+	// A killed run's staging directories.
+	if stale, err := filepath.Glob(filepath.Join(env.Path(sshDir), sshdStagePrefix+"*")); err == nil {
+		for _, d := range stale {
+			os.RemoveAll(d)
+		}
+	}
+	if err := os.MkdirAll(env.Path(sshDir), 0o755); err != nil {
 		return err
 	}
-	cfg := fmt.Sprintf("# agentkeys-hostagent: validates %s before it goes live.\nInclude %s\nInclude %s\n", SSHDDropIn, env.Path(staged), env.Path(SSHDMainConfig))
-	if _, err := fsx.WriteFileAtomic(env.Root, main, []byte(cfg), 0o644, root); err != nil {
+	tmp, err := os.MkdirTemp(env.Path(sshDir), sshdStagePrefix)
+	if err != nil {
 		return err
 	}
-	if err := test(ctx, env, main); err != nil {
+	defer os.RemoveAll(tmp)
+	stage := path.Join(sshDir, filepath.Base(tmp)) // host path
+	stagedDrop := path.Join(stage, path.Base(dropDir))
+	if err := os.Mkdir(env.Path(stagedDrop), 0o700); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(env.Path(dropDir))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	for _, e := range ents {
+		if e.Name() == path.Base(SSHDDropIn) {
+			continue
+		}
+		live := env.Path(path.Join(dropDir, e.Name()))
+		if st, err := os.Stat(live); err != nil || !st.Mode().IsRegular() {
+			continue // not a file sshd could include
+		}
+		b, err := os.ReadFile(live)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(env.Path(path.Join(stagedDrop, e.Name())), b, 0o600); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(env.Path(path.Join(stagedDrop, path.Base(SSHDDropIn))), data, 0o600); err != nil {
+		return err
+	}
+	main, err := os.ReadFile(env.Path(SSHDMainConfig))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	cfg := StageSSHDConfig(string(main), sshDir, dropDir, env.Path(stagedDrop), env.Path)
+	mainCopy := path.Join(stage, path.Base(SSHDMainConfig))
+	if err := os.WriteFile(env.Path(mainCopy), []byte(cfg), 0o600); err != nil {
+		return err
+	}
+	if err := test(ctx, env, mainCopy); err != nil {
 		return fmt.Errorf("sshd rejects the new %s, which is not installed (the live sshd configuration is unchanged): %w", SSHDDropIn, err)
 	}
 	return nil
+}
+
+// StageSSHDConfig rewrites sshd's main config so that every Include of a
+// file or pattern in dropDir names the same in stagedDrop (a real path)
+// instead; other Include paths are mapped by hostPath (relative ones are
+// relative to sshDir, as sshd resolves them). When nothing includes dropDir
+// (a config that does not read drop-ins), the staged drop-ins are included
+// first, so that the new one is still checked.
+func StageSSHDConfig(main, sshDir, dropDir, stagedDrop string, hostPath func(string) string) string {
+	var b strings.Builder
+	found := false
+	for _, line := range strings.SplitAfter(main, "\n") {
+		body := strings.TrimLeft(line, " \t")
+		end := strings.IndexAny(body, " \t=\r\n")
+		if end < 0 || !strings.EqualFold(body[:end], "Include") {
+			b.WriteString(line)
+			continue
+		}
+		var args []string
+		for _, a := range strings.Fields(strings.TrimLeft(body[end:], " \t=")) {
+			if strings.HasPrefix(a, "#") {
+				break
+			}
+			a = strings.Trim(a, `"`)
+			abs := a
+			if !path.IsAbs(abs) {
+				abs = path.Join(sshDir, abs)
+			}
+			if path.Dir(abs) == dropDir {
+				a, found = filepath.Join(stagedDrop, path.Base(abs)), true
+			} else {
+				a = hostPath(abs)
+			}
+			args = append(args, sshdArg(a))
+		}
+		b.WriteString(line[:len(line)-len(body)] + "Include " + strings.Join(args, " ") + "\n")
+	}
+	if !found {
+		return "Include " + sshdArg(filepath.Join(stagedDrop, "*.conf")) + "\n" + b.String()
+	}
+	return b.String()
+}
+
+// sshdArg quotes a path for sshd_config when it holds white space.
+func sshdArg(p string) string {
+	if strings.ContainsAny(p, " \t") {
+		return `"` + p + `"`
+	}
+	return p
 }

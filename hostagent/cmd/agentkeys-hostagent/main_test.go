@@ -120,7 +120,7 @@ func snapshot(t *testing.T, root string) map[string]string {
 	out := map[string]string{}
 	// nginx's applied record hashes configs that name the sandbox root.
 	// The record of minted secrets holds their (random) hashes.
-	skip := []string{"run/", "var/log/", "home/", "var/lib/agentkeys/master-secret", "var/lib/agentkeys/keys/", "var/lib/agentkeys/nginx/applied.json",
+	skip := []string{"run/", "var/log/", "home/", "var/lib/agentkeys/master-secret", "var/lib/agentkeys/keys/", "var/lib/agentkeys/hostagent/nginx-applied.json",
 		"var/lib/agentkeys/hostagent/secrets.json"}
 	require.NoError(t, filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		require.NoError(t, err)
