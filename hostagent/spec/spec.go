@@ -210,12 +210,11 @@ func (s *HostSpec) Validate() error {
 	if s.ACME.Directory == "" {
 		return fail("acme.directory", "is required (for example https://acme-v02.api.letsencrypt.org/directory)")
 	}
-	if d, err := url.Parse(s.ACME.Directory); err != nil || d.Scheme != "https" || d.Host == "" || d.User != nil {
+	if !naming.IsACMEDirectory(s.ACME.Directory) {
 		return fail("acme.directory", "%q must be an absolute https:// URL of an ACME directory, such as https://acme-v02.api.letsencrypt.org/directory", s.ACME.Directory)
 	}
 	if r := s.ACME.Resolver; r != "" {
-		host, port, err := net.SplitHostPort(r)
-		if err != nil || host == "" || !validPort(port) {
+		if !naming.IsResolver(r) {
 			return fail("acme.resolver", "%q must be host:port of a DNS resolver, such as 8.8.8.8:53 or [2001:4860:4860::8888]:53 (or empty for the system resolver)", r)
 		}
 	}
