@@ -15,7 +15,6 @@ import (
 	"path"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/agentkeys/agentkeys-infra/naming"
@@ -310,11 +309,6 @@ func (s *HostSpec) Validate() error {
 		}
 	}
 	return nil
-}
-
-func validPort(p string) bool {
-	n, err := strconv.Atoi(p)
-	return err == nil && n >= 1 && n <= 65535
 }
 
 func inZone(h, zone string) bool {
