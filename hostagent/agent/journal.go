@@ -2,10 +2,8 @@ package agent
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path"
 	"slices"
 	"strings"
@@ -65,14 +63,11 @@ func (e *Env) IsPending(action string) (bool, error) {
 func (e *Env) readJournal() (journal, error) {
 	var j journal
 	p := JournalPath(e.Spec.StateDir)
-	b, err := os.ReadFile(e.Path(p))
-	if errors.Is(err, fs.ErrNotExist) {
-		return j, nil
-	}
-	if err != nil {
+	found, err := fsx.ReadJSON(e.Root, p, &j)
+	if err != nil && !found {
 		return j, err
 	}
-	if err := json.Unmarshal(b, &j); err != nil {
+	if err != nil {
 		return j, fmt.Errorf("intent journal %s does not parse (%v); it lists reloads and restarts an interrupted run owes: reload nginx and sshd, run systemctl daemon-reload, restart the agentkeys-* units, then delete it", p, err)
 	}
 	return j, nil

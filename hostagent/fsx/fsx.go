@@ -5,6 +5,7 @@ package fsx
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -274,4 +275,18 @@ func RemoveFile(root, path string) (bool, error) {
 		return false, err
 	}
 	return true, syncDir(filepath.Dir(p))
+}
+
+// ReadJSON decodes the JSON record at path under root into v. found is
+// false when there is no such file; an error with found true means the
+// record exists but does not parse, for the caller to word the remedy.
+func ReadJSON(root, path string, v any) (found bool, err error) {
+	b, err := os.ReadFile(HostPath(root, path))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, json.Unmarshal(b, v)
 }

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -67,15 +66,12 @@ func IsVhostPath(confDir, p string) bool {
 }
 
 func readApplied(env *agent.Env) (*applied, error) {
-	b, err := os.ReadFile(env.Path(AppliedRecord(env.Spec.StateDir)))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
 	var a applied
-	if err := json.Unmarshal(b, &a); err != nil {
+	found, err := fsx.ReadJSON(env.Root, AppliedRecord(env.Spec.StateDir), &a)
+	switch {
+	case !found:
+		return nil, err
+	case err != nil:
 		return nil, nil // unusable: as if absent (reload, then rewrite it)
 	}
 	return &a, nil

@@ -108,14 +108,11 @@ type secretsRecord map[string]string
 func readSecretsRecord(env *agent.Env) (secretsRecord, error) {
 	rec := secretsRecord{}
 	p := SecretsRecord(env.Spec)
-	b, err := os.ReadFile(env.Path(p))
-	if errors.Is(err, fs.ErrNotExist) {
-		return rec, nil
-	}
-	if err != nil {
+	found, err := fsx.ReadJSON(env.Root, p, &rec)
+	if err != nil && !found {
 		return nil, err
 	}
-	if err := json.Unmarshal(b, &rec); err != nil {
+	if err != nil {
 		return nil, fmt.Errorf("%s does not parse (%v): it records which secrets this host minted; restore it from a backup", p, err)
 	}
 	return rec, nil
