@@ -400,3 +400,16 @@ func TestResolverAndACMEDirectoryMatchTheAgent(t *testing.T) {
 		t.Errorf("valid resolver and directory refused: %v", err)
 	}
 }
+
+// The README's config table names every key the program reads.
+func TestREADMEListsEveryConfigKey(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range Keys() {
+		if !strings.Contains(string(b), "`"+k+"`") {
+			t.Errorf("README.md does not document agentkeys:%s", k)
+		}
+	}
+}
