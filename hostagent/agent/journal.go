@@ -90,29 +90,26 @@ func (e *Env) writeJournal(j journal) error {
 // Intend records actions in the journal, durably, before the caller
 // changes the files that make them necessary. Nothing in a dry run.
 func (e *Env) Intend(actions ...string) error {
-	if e.DryRun || len(actions) == 0 {
-		return nil
-	}
-	journalMu.Lock()
-	defer journalMu.Unlock()
-	j, err := e.readJournal()
-	if err != nil {
-		return err
-	}
-	n := len(j.Pending)
-	for _, a := range actions {
-		if !slices.Contains(j.Pending, a) {
-			j.Pending = append(j.Pending, a)
+	return e.updateJournal(actions, func(p []string) []string {
+		for _, a := range actions {
+			if !slices.Contains(p, a) {
+				p = append(p, a)
+			}
 		}
-	}
-	if len(j.Pending) == n {
-		return nil
-	}
-	return e.writeJournal(j)
+		return p
+	})
 }
 
 // Done removes actions from the journal once they succeeded.
 func (e *Env) Done(actions ...string) error {
+	return e.updateJournal(actions, func(p []string) []string {
+		return slices.DeleteFunc(p, func(a string) bool { return slices.Contains(actions, a) })
+	})
+}
+
+// updateJournal applies edit to the pending actions and writes the journal
+// only when that changed them.
+func (e *Env) updateJournal(actions []string, edit func([]string) []string) error {
 	if e.DryRun || len(actions) == 0 {
 		return nil
 	}
@@ -122,9 +119,8 @@ func (e *Env) Done(actions ...string) error {
 	if err != nil {
 		return err
 	}
-	n := len(j.Pending)
-	j.Pending = slices.DeleteFunc(j.Pending, func(a string) bool { return slices.Contains(actions, a) })
-	if len(j.Pending) == n {
+	before := slices.Clone(j.Pending)
+	if j.Pending = edit(j.Pending); slices.Equal(before, j.Pending) {
 		return nil
 	}
 	return e.writeJournal(j)

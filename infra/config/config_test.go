@@ -336,11 +336,7 @@ func TestSSHPrivateKeyMustBeSecret(t *testing.T) {
 
 func TestHostArch(t *testing.T) {
 	raw := func(arch string) map[string]string {
-		m := map[string]string{
-			"agentkeys:accountId": "123456789012", "agentkeys:zone": "example.org",
-			"agentkeys:parentZoneId": "Z0123456789ABCDEFGHIJ", "agentkeys:instanceId": "i-0123456789abcdef0",
-			"aws:region": "us-east-1",
-		}
+		m := good()
 		if arch != "" {
 			m["agentkeys:hostArch"] = arch
 		}
@@ -360,11 +356,8 @@ func TestHostArch(t *testing.T) {
 }
 
 func TestRPCURLWithCredentialsIsRefusedWithoutEchoingThem(t *testing.T) {
-	raw := map[string]string{
-		"agentkeys:accountId": "123456789012", "agentkeys:zone": "example.org",
-		"agentkeys:parentZoneId": "Z0123456789ABCDEFGHIJ", "agentkeys:instanceId": "i-0123456789abcdef0",
-		"aws:region": "us-east-1", "agentkeys:rpcUrl": "https://alice:hunter2@rpc.example.org",
-	}
+	raw := good()
+	raw["agentkeys:rpcUrl"] = "https://alice:hunter2@rpc.example.org"
 	_, err := Parse("test-2", raw)
 	if err == nil || !strings.Contains(err.Error(), "agentkeys:rpcUrl") || !strings.Contains(err.Error(), "plain text") || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("%v", err)
@@ -374,26 +367,19 @@ func TestRPCURLWithCredentialsIsRefusedWithoutEchoingThem(t *testing.T) {
 // The config refuses what the host agent's spec validation would refuse on
 // the host, so a stack never deploys a spec the agent rejects.
 func TestResolverAndACMEDirectoryMatchTheAgent(t *testing.T) {
-	base := func() map[string]string {
-		return map[string]string{
-			"agentkeys:accountId": "123456789012", "agentkeys:zone": "example.org",
-			"agentkeys:parentZoneId": "Z0123456789ABCDEFGHIJ", "agentkeys:instanceId": "i-0123456789abcdef0",
-			"aws:region": "us-east-1",
-		}
-	}
 	for key, bad := range map[string][]string{
 		"agentkeys:dnsResolver":   {"8.8.8.8:", ":53", "dns.google:domain", "8.8.8.8:70000", "8.8.8.8"},
 		"agentkeys:acmeDirectory": {"https://user@acme.example.org/dir", "http://acme.example.org/dir", "/dir"},
 	} {
 		for _, v := range bad {
-			raw := base()
+			raw := good()
 			raw[key] = v
 			if _, err := Parse("test-2", raw); err == nil || !strings.Contains(err.Error(), key) {
 				t.Errorf("%s=%q accepted or not named: %v", key, v, err)
 			}
 		}
 	}
-	raw := base()
+	raw := good()
 	raw["agentkeys:dnsResolver"] = "[2001:4860:4860::8888]:53"
 	raw["agentkeys:acmeDirectory"] = "https://127.0.0.1:14000/dir"
 	if _, err := Parse("test-2", raw); err != nil {
