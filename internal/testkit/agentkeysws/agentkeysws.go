@@ -1,0 +1,195 @@
+// Package agentkeysws builds the AgentKeys stand-in binary and generates a
+// small cargo workspace standing in for the AgentKeys one: one binary
+// package per real package name, with the real feature tables, whose
+// main.rs execs the stand-in with its package name, its compiled features
+// and its arguments. Building it with the wrong --features therefore fails
+// the way the real broker does (BROKER_AUTH_METHODS=email_link without
+// auth-email-link is a BOOT_FAIL). Standard library only: it builds offline
+// with `cargo build --locked`.
+package agentkeysws
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/agentkeys/agentkeys-infra/internal/standin"
+)
+
+// StandinImportPath is the stand-in command's package.
+const StandinImportPath = "github.com/agentkeys/agentkeys-infra/internal/standin/cmd/agentkeys-standin"
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildPath string
+	buildErr  error
+)
+
+// StandinBinary builds the stand-in once per test binary (CGO_ENABLED=0,
+// static) and returns its absolute path. Call Cleanup from TestMain to
+// remove it when the package's tests are done.
+func StandinBinary(tb testing.TB) string {
+	tb.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "agentkeys-standin-")
+		if buildErr != nil {
+			return
+		}
+		buildPath = filepath.Join(buildDir, "agentkeys-standin")
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		}
+		_, self, _, _ := runtime.Caller(0)
+		cmd := exec.Command(goBin, "build", "-trimpath", "-o", buildPath, StandinImportPath)
+		cmd.Dir = filepath.Dir(self)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build %s: %v\n%s", StandinImportPath, err, out)
+		}
+	})
+	if buildErr != nil {
+		tb.Fatal(buildErr)
+	}
+	return buildPath
+}
+
+// Cleanup removes the built stand-in (for TestMain, after m.Run).
+func Cleanup() {
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+}
+
+// Cargo finds cargo: on PATH, else in the rustup bin directories
+// ($HOME/.cargo/bin, /root/.cargo/bin).
+func Cargo() (string, error) {
+	if p, err := exec.LookPath("cargo"); err == nil {
+		return p, nil
+	}
+	var dirs []string
+	if h := os.Getenv("HOME"); h != "" {
+		dirs = append(dirs, filepath.Join(h, ".cargo", "bin"))
+	}
+	for _, d := range append(dirs, "/root/.cargo/bin") {
+		if p, err := exec.LookPath(filepath.Join(d, "cargo")); err == nil {
+			return p, nil
+		}
+	}
+	return "", errors.New("cargo not found on PATH, in $HOME/.cargo/bin or /root/.cargo/bin")
+}
+
+// Write generates the workspace in dir; every shim execs standinPath (an
+// absolute path).
+func Write(dir, standinPath string) error {
+	if !filepath.IsAbs(standinPath) {
+		return fmt.Errorf("agentkeysws: the stand-in path %q is not absolute", standinPath)
+	}
+	files := map[string]string{".gitignore": "/target\n"}
+	var members []string
+	for _, p := range standin.Packages {
+		members = append(members, p.Name)
+		files[p.Name+"/Cargo.toml"] = cargoToml(p)
+		files[p.Name+"/src/main.rs"] = mainRS(p, standinPath)
+	}
+	sort.Strings(members)
+	files["Cargo.toml"] = "[workspace]\nresolver = \"2\"\nmembers = [\n" + quoteLines(members) + "]\n"
+	files["Cargo.lock"] = lockFile(members)
+	for name, body := range files {
+		path := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func quoteLines(names []string) string {
+	var b strings.Builder
+	for _, n := range names {
+		fmt.Fprintf(&b, "    %q,\n", n)
+	}
+	return b.String()
+}
+
+func featureNames(p standin.Package) []string {
+	var fs []string
+	for f := range p.Features {
+		fs = append(fs, f)
+	}
+	sort.Strings(fs)
+	return fs
+}
+
+func cargoToml(p standin.Package) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "[package]\nname = %q\nversion = %q\nedition = \"2021\"\n\n[[bin]]\nname = %q\npath = \"src/main.rs\"\n", p.Name, p.Version, p.Name)
+	if len(p.Features) > 0 {
+		b.WriteString("\n[features]\n")
+		fmt.Fprintf(&b, "default = [%s]\n", quoteList(p.Default))
+		for _, f := range featureNames(p) {
+			fmt.Fprintf(&b, "%s = [%s]\n", f, quoteList(p.Features[f]))
+		}
+	}
+	return b.String()
+}
+
+func quoteList(l []string) string {
+	q := make([]string, len(l))
+	for i, s := range l {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return strings.Join(q, ", ")
+}
+
+// mainRS execs the stand-in as <package> --standin-features <compiled
+// features> <args>, so the features are the ones cargo compiled in.
+func mainRS(p standin.Package, standinPath string) string {
+	var feats strings.Builder
+	for _, f := range featureNames(p) {
+		fmt.Fprintf(&feats, "    (%q, cfg!(feature = %q)),\n", f, f)
+	}
+	return fmt.Sprintf(`// Generated by agentkeysws: a shim that runs the AgentKeys stand-in as
+// this package, with the features this build compiled in.
+use std::os::unix::process::CommandExt;
+
+const STANDIN: &str = r#"%s"#;
+const FEATURES: &[(&str, bool)] = &[
+%s];
+
+fn main() {
+    let on: Vec<&str> = FEATURES.iter().filter(|f| f.1).map(|f| f.0).collect();
+    let err = std::process::Command::new(STANDIN)
+        .arg(env!("CARGO_PKG_NAME"))
+        .arg(%q)
+        .arg(on.join(","))
+        .args(std::env::args_os().skip(1))
+        .exec();
+    eprintln!("{}: cannot exec the stand-in {}: {}", env!("CARGO_PKG_NAME"), STANDIN, err);
+    std::process::exit(127);
+}
+`, standinPath, feats.String(), standin.FeaturesFlag)
+}
+
+// lockFile is a version-3 Cargo.lock (every cargo since 1.53 reads it and
+// --locked accepts it as is): the packages have no dependencies.
+func lockFile(names []string) string {
+	var b strings.Builder
+	b.WriteString("# This file is automatically @generated by Cargo.\n# It is not intended for manual editing.\nversion = 3\n")
+	for _, n := range names {
+		p, _ := standin.LookupPackage(n)
+		fmt.Fprintf(&b, "\n[[package]]\nname = %q\nversion = %q\n", n, p.Version)
+	}
+	return b.String()
+}
