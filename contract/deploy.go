@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+
+	"github.com/agentkeys/agentkeys-infra/naming"
 )
 
 // Stack is what a deployment of the services needs to know about its stack.
@@ -22,6 +24,16 @@ type Stack struct {
 	RPCURL        string            // "" = the chain profile's default
 	Contracts     map[string]string // ContractNames -> address ("" = not deployed yet)
 	Hostnames     map[string]string // Service.Host label -> public hostname
+	// Ports overrides the contract's ports by service name (tests run
+	// several hosts on one machine); nil keeps them.
+	Ports map[string]int
+}
+
+func (st Stack) port(svc Service) int {
+	if p, ok := st.Ports[svc.Name]; ok {
+		return p
+	}
+	return svc.Port
 }
 
 // SecretKind says how a secret comes to exist.
@@ -42,9 +54,36 @@ type Secret struct {
 	Kind SecretKind
 	// Own: File holds only this secret (never rewritten); otherwise File is
 	// a service's managed env file and the value is carried into it.
-	Own   bool
-	Check func(string) error `json:"-"`
-	Src   Ref
+	Own    bool
+	Format SecretFormat
+	Src    Ref
+}
+
+// SecretFormat names the check a secret's readers apply.
+type SecretFormat string
+
+const (
+	FormatMasterSecret SecretFormat = "master-secret"
+	FormatKEK          SecretFormat = "kek"
+	FormatAny          SecretFormat = "any"
+)
+
+// Valid reports whether f is a known format.
+func (f SecretFormat) Valid() bool {
+	return f == FormatMasterSecret || f == FormatKEK || f == FormatAny
+}
+
+// Check applies the format's check; an unknown format is an error.
+func (f SecretFormat) Check(v string) error {
+	switch f {
+	case FormatMasterSecret:
+		return CheckMasterSecret(v)
+	case FormatKEK:
+		return CheckKEK(v)
+	case FormatAny:
+		return CheckNonEmpty(v)
+	}
+	return fmt.Errorf("unknown secret format %q", f)
 }
 
 // Keypair is one of the broker's ES256 keypairs, in its own file format
@@ -105,14 +144,14 @@ func Deploy(st Stack) (*Deployment, error) {
 	d := &Deployment{
 		PubKeyEnv: PubKeyEnvFile,
 		Secrets: []Secret{
-			{ID: "master-secret", Var: VarMasterSecret, File: MasterSecretFile, Kind: Minted, Own: true, Check: CheckMasterSecret, Src: devKeySvc},
-			{ID: "kek-creds", Var: "AGENTKEYS_WORKER_KEK_HEX", File: EnvDir + "/worker-creds.env", Kind: Minted, Check: CheckKEK, Src: credsState},
-			{ID: "kek-memory", Var: "AGENTKEYS_MEMORY_KEK_HEX", File: EnvDir + "/worker-memory.env", Kind: Minted, Check: CheckKEK, Src: memState},
-			{ID: "kek-config", Var: "AGENTKEYS_CONFIG_KEK_HEX", File: EnvDir + "/worker-config.env", Kind: Minted, Check: CheckKEK, Src: cfgState},
+			{ID: "master-secret", Var: VarMasterSecret, File: MasterSecretFile, Kind: Minted, Own: true, Format: FormatMasterSecret, Src: devKeySvc},
+			{ID: "kek-creds", Var: "AGENTKEYS_WORKER_KEK_HEX", File: EnvDir + "/worker-creds.env", Kind: Minted, Format: FormatKEK, Src: credsState},
+			{ID: "kek-memory", Var: "AGENTKEYS_MEMORY_KEK_HEX", File: EnvDir + "/worker-memory.env", Kind: Minted, Format: FormatKEK, Src: memState},
+			{ID: "kek-config", Var: "AGENTKEYS_CONFIG_KEK_HEX", File: EnvDir + "/worker-config.env", Kind: Minted, Format: FormatKEK, Src: cfgState},
 			// A host whose newer script deployed a channel worker keeps the
 			// token the broker and that worker share.
-			{ID: "channel-sts-token", Var: "AGENTKEYS_CHANNEL_STS_TOKEN", File: EnvDir + "/broker.env", Kind: CarriedOver, Check: CheckNonEmpty, Src: brokerConfig},
-			{ID: "channel-role-arn", Var: "CHANNEL_ROLE_ARN", File: EnvDir + "/broker.env", Kind: CarriedOver, Check: CheckNonEmpty, Src: brokerConfig},
+			{ID: "channel-sts-token", Var: "AGENTKEYS_CHANNEL_STS_TOKEN", File: EnvDir + "/broker.env", Kind: CarriedOver, Format: FormatAny, Src: brokerConfig},
+			{ID: "channel-role-arn", Var: "CHANNEL_ROLE_ARN", File: EnvDir + "/broker.env", Kind: CarriedOver, Format: FormatAny, Src: brokerConfig},
 		},
 		Keypairs: []Keypair{
 			{Purpose: "oidc", Path: OIDCKeypairPath},
@@ -120,12 +159,17 @@ func Deploy(st Stack) (*Deployment, error) {
 		},
 		Dirs: []Dir{{StateDir, 0o700}, {BrokerHome + "/.agentkeys", 0o700}, {KeyDir, 0o700}, {AuditLeavesDir, 0o750}},
 	}
+	ports := map[string]int{}
 	for _, svc := range Catalog(st.Chain) {
+		ports[svc.Name] = st.port(svc)
+	}
+	for _, svc := range Catalog(st.Chain) {
+		svc.Port = ports[svc.Name]
 		dep := Deployed{Service: svc, Env: map[string]string{"RUST_LOG": RustLog}, Hostname: st.Hostnames[svc.Host]}
 		env := dep.Env
 		switch svc.Name {
 		case "broker":
-			dep.Args = BrokerArgs()
+			dep.Args = BrokerArgs(svc.Port)
 			env[VarHome] = BrokerHome
 			env[VarIssuer] = st.Issuer
 			env["BROKER_DATA_ROLE_ARN"] = st.DataRoleARN
@@ -138,23 +182,23 @@ func Deploy(st Stack) (*Deployment, error) {
 			chain(env)
 			dep.Secrets = []string{"channel-sts-token", "channel-role-arn"}
 		case "backend":
-			dep.Args = BackendArgs()
+			dep.Args = BackendArgs(svc.Port)
 			dep.EnvFiles = []string{MasterSecretFile}
 		case "signer":
-			dep.Args = SignerArgs()
+			dep.Args = SignerArgs(svc.Port)
 			dep.EnvFiles = []string{MasterSecretFile}
 		case "audit":
-			env["AGENTKEYS_WORKER_AUDIT_BIND"] = loop(PortAudit)
+			env["AGENTKEYS_WORKER_AUDIT_BIND"] = loop(svc.Port)
 			env["AGENTKEYS_WORKER_AUDIT_LEAVES_DIR"] = AuditLeavesDir
 			env["AGENTKEYS_WORKER_AUDIT_FLUSH_INTERVAL_SECS"] = "300"
 		case "email":
-			env["AGENTKEYS_WORKER_EMAIL_BIND"] = loop(PortEmail)
+			env["AGENTKEYS_WORKER_EMAIL_BIND"] = loop(svc.Port)
 			env["AGENTKEYS_VAULT_BUCKET"] = st.VaultBucket
 			env["AWS_REGION"] = st.Region
 		case "creds", "memory", "config":
 			env["WORKER_BIND"] = loop(svc.Port)
 			env["AWS_REGION"] = st.Region
-			env["AGENTKEYS_AUDIT_WORKER_URL"] = local(PortAudit)
+			env["AGENTKEYS_AUDIT_WORKER_URL"] = local(ports["audit"])
 			env["AGENTKEYS_WORKER_REQUIRE_STS"] = RequireSTS
 			chain(env)
 			dep.EnvFiles = []string{PubKeyEnvFile}
@@ -166,7 +210,7 @@ func Deploy(st Stack) (*Deployment, error) {
 				env["MEMORY_BUCKET"] = st.MemoryBucket
 				// Decision: loopback, not the public issuer: no TLS hairpin
 				// through nginx for a call that never leaves the host.
-				env["BROKER_URL"] = local(PortBroker)
+				env["BROKER_URL"] = local(ports["broker"])
 				dep.Secrets = []string{"kek-memory"}
 			case "config":
 				env["CONFIG_BUCKET"] = st.ConfigBucket
@@ -280,4 +324,22 @@ func (d *Deployment) Check() error {
 		}
 	}
 	return nil
+}
+
+// StackOf is the deployment input of a stack's derived names.
+func StackOf(n naming.Names, contracts map[string]string, rpcURL string) Stack {
+	hosts := map[string]string{"broker": n.BrokerHost, "signer": n.SignerHost}
+	for w, h := range n.WorkerHosts {
+		hosts[w] = h
+	}
+	c := map[string]string{}
+	for k, v := range contracts {
+		c[k] = v
+	}
+	return Stack{
+		Name: n.Stack.Name, Chain: n.Stack.Chain, Issuer: n.Issuer, Region: n.Region,
+		DataRoleARN: n.DataRoleARN, MemoryRoleARN: n.ClassRoleARNs["memory"], Audience: naming.OIDCAudience,
+		Sender: n.Sender, VaultBucket: n.DataBuckets["vault"], MemoryBucket: n.DataBuckets["memory"],
+		ConfigBucket: n.DataBuckets["config"], RPCURL: rpcURL, Contracts: c, Hostnames: hosts,
+	}
 }

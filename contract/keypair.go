@@ -80,6 +80,9 @@ func ParseKeypair(slot string, b []byte) (*ParsedKeypair, error) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		return nil, fmt.Errorf("is not a broker keypair file (%v)", err)
 	}
+	if _, has := raw["private_key_pem"]; !has {
+		return nil, errors.New(`has no "private_key_pem": not the broker's keypair format {"kid", "private_key_pem", "purpose"} (a JWK, from an earlier agent?)`)
+	}
 	if _, has := raw["kid"]; !has || f.Kid == "" {
 		return nil, errors.New("has no kid")
 	}

@@ -215,8 +215,8 @@ func broker(chain string) Service {
 
 // BrokerArgs are the broker's flags: loopback, and the session public key
 // exported for the signer on every boot.
-func BrokerArgs() []string {
-	return []string{"--port", strconv.Itoa(PortBroker), "--bind", Loopback, "--export-session-pubkey-to", SessionPubPEMPath}
+func BrokerArgs(port int) []string {
+	return []string{"--port", strconv.Itoa(port), "--bind", Loopback, "--export-session-pubkey-to", SessionPubPEMPath}
 }
 
 func backend() Service {
@@ -256,12 +256,12 @@ func signer() Service {
 
 // SignerArgs are the signer's flags; it reads the session public key once
 // at boot and exits 2 when it is missing or does not parse (mockMain).
-func SignerArgs() []string {
-	return []string{"--signer-only", "--port", strconv.Itoa(PortSigner), "--broker-session-pubkey-path", SessionPubPEMPath}
+func SignerArgs(port int) []string {
+	return []string{"--signer-only", "--port", strconv.Itoa(port), "--broker-session-pubkey-path", SessionPubPEMPath}
 }
 
 // BackendArgs are the backend's flags.
-func BackendArgs() []string { return []string{"--port", strconv.Itoa(PortBackend)} }
+func BackendArgs(port int) []string { return []string{"--port", strconv.Itoa(port)} }
 
 func audit() Service {
 	return Service{

@@ -113,7 +113,7 @@ func TestRenewCarriesOutAnOwedNginxReload(t *testing.T) {
 	owed, err = env.IsPending(agent.ActionReloadNginx)
 	require.NoError(t, err)
 	assert.False(t, owed)
-	conf, err := os.ReadFile(env.Path(nginx.ConfFile(s, s.Services[0].Hostname)))
+	conf, err := os.ReadFile(env.Path(nginx.SitePath(s, s.Services[0].Site)))
 	require.NoError(t, err)
 	assert.Contains(t, string(conf), "Phase B")
 

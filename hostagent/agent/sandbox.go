@@ -293,6 +293,19 @@ func (s *Sandbox) Environ(unit string) ([]string, error) {
 	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00"), nil
 }
 
+// Cmdline returns the arguments of unit's running process.
+func (s *Sandbox) Cmdline(unit string) ([]string, error) {
+	pid := s.pid(unit)
+	if !alive(pid) {
+		return nil, fmt.Errorf("%s is not running", unit)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return nil, err
+	}
+	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00"), nil
+}
+
 func (s *Sandbox) readUnit(unit string) (*unitFile, error) {
 	b, err := os.ReadFile(s.dir("loaded", unit))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -354,23 +367,6 @@ func splitQuoted(v string) []string {
 		out = append(out, cur.String())
 	}
 	return out
-}
-
-// ReadEnvFile parses KEY=VALUE lines (comments and blanks skipped).
-func ReadEnvFile(path string) ([]string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, l := range strings.Split(string(b), "\n") {
-		l = strings.TrimSpace(l)
-		if l == "" || strings.HasPrefix(l, "#") || !strings.Contains(l, "=") {
-			continue
-		}
-		out = append(out, l)
-	}
-	return out, nil
 }
 
 func (s *Sandbox) spawn(unit string) error {

@@ -12,12 +12,13 @@ import (
 	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
 	"github.com/agentkeys/agentkeys-infra/hostagent/internal/sandboxtest"
 	"github.com/agentkeys/agentkeys-infra/hostagent/nginx"
+	"github.com/agentkeys/agentkeys-infra/hostagent/spec"
 	"github.com/agentkeys/agentkeys-infra/hostagent/steps"
 )
 
 // benchNames are the sandbox host's services, each with its own hostname:
 // broker, mcp, signer and the six workers (nine hostnames).
-var benchNames = []string{"broker", "signer", "audit", "email", "cred", "memory", "config", "classify", "mcp"}
+var benchNames = []string{"broker", "signer", "audit", "email", "creds", "memory", "config", "classify"}
 
 // TestBenchHostagent is the benchmark behind make bench-hostagent, not a
 // test: it asserts only that the runs succeed, and writes its figures to
@@ -40,7 +41,7 @@ func TestBenchHostagent(t *testing.T) {
 	// The full agent (every step) on a sandbox host.
 	root := t.TempDir()
 	ports := sandboxtest.FreePorts(t, 2)
-	ngx, err := WriteNginxConf(root, "etc/nginx/conf.d")
+	ngx, err := WriteNginxConf(root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,21 +55,11 @@ func TestBenchHostagent(t *testing.T) {
 	}
 	t.Cleanup(ca.Close)
 	repo := sandboxtest.NewRepo(t)
-	sp := sandboxtest.Spec(t, repo, benchNames...)
-	hosts := HostnamesIn(sp.Zone)
-	for i := range sp.Services {
-		sp.Services[i].Hostname = hosts[sp.Services[i].Name]
-	}
-	sp.PublicIP = "127.0.0.1"
-	// The stand-in's go build must not inherit make's GOFLAGS=-mod=readonly
-	// (it then fails on VCS stamping of the sandbox checkout).
-	sp.Build.Env = map[string]string{"GOFLAGS": "-buildvcs=false"}
-	sp.ACME.Directory, sp.ACME.Resolver = ca.Directory, ca.DNS
-	sp.ACME.ProbeBase = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
-	sp.Nginx.HTTPPort, sp.Nginx.HTTPSPort = ports[0], ports[1]
-	if err := sp.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	sp := sandboxtest.Generate(t, sandboxtest.Options{
+		Repo: repo.Bare, Zone: Zone, Ports: sandboxtest.ServicePorts(t), HTTPPort: ports[0], HTTPSPort: ports[1], PublicIP: "127.0.0.1",
+		ACME: spec.ACME{Directory: ca.Directory, Resolver: ca.DNS, ProbeBase: fmt.Sprintf("http://127.0.0.1:%d", ports[0])},
+	})
+	hosts := Hostnames()
 	sys := NewSystem(ngx)
 	t.Cleanup(sys.StopAll)
 	ng := &nginx.Step{ListenAddr: "127.0.0.1"}
@@ -96,8 +87,8 @@ func TestBenchHostagent(t *testing.T) {
 	if got := len(sum.Hosts.Issued); got != len(benchNames) {
 		t.Fatalf("cold converge issued %d certificates, want %d: %v", got, len(benchNames), sum.Hosts.Skipped)
 	}
-	for _, name := range []string{"broker", "mcp"} {
-		if body, err := FetchTLS(ctx, ca.Roots, hosts[name], ports[1], "/healthz"); err != nil || !strings.Contains(body, "ok "+name) {
+	for _, name := range []string{"broker", "creds"} {
+		if body, err := FetchTLS(ctx, ca.Roots, hosts[name], ports[1], "/healthz"); err != nil || !strings.HasPrefix(body, map[string]string{"broker": "ok", "creds": `{"ok":true`}[name]) {
 			t.Fatalf("https://%s/healthz: %q %v", hosts[name], body, err)
 		}
 	}

@@ -103,7 +103,7 @@ func TestConvergeIssuesServesAndIsIdempotent(t *testing.T) {
 	if _, err := FetchTLS(ctx, r.ca.Roots, elsewhere, r.httpsPort, "/healthz"); err == nil {
 		t.Errorf("https://%s answered though it has no certificate", elsewhere)
 	}
-	conf := string(readFile(t, filepath.Join(r.root, "etc/nginx/conf.d", "agentkeys-"+elsewhere+".conf")))
+	conf := string(readFile(t, filepath.Join(r.root, "etc/nginx/sites-available", siteOf(t, r.spec, elsewhere))))
 	if !strings.Contains(conf, "Phase A") || strings.Contains(conf, "ssl") {
 		t.Errorf("%s vhost is not Phase A:\n%s", elsewhere, conf)
 	}
@@ -135,7 +135,7 @@ func TestConvergeIssuesServesAndIsIdempotent(t *testing.T) {
 	}
 
 	// A broken render fails nginx -t; the previous files stay and are served.
-	live := contents(t, filepath.Join(r.root, "etc/nginx/conf.d"))
+	live := sites(t, r.root)
 	bad := &nginx.Step{ListenAddr: "127.0.0.1", Mutate: func(host string, b []byte) []byte {
 		if host == hosts["signer"] {
 			return append(b, []byte("bogus_directive on;\n")...)
@@ -150,7 +150,7 @@ func TestConvergeIssuesServesAndIsIdempotent(t *testing.T) {
 	if env3.Counters.Reloads != 0 {
 		t.Errorf("broken render reloaded nginx %d times", env3.Counters.Reloads)
 	}
-	if d := diffSnapshots(live, contents(t, filepath.Join(r.root, "etc/nginx/conf.d"))); len(d) > 0 {
+	if d := diffSnapshots(live, sites(t, r.root)); len(d) > 0 {
 		t.Errorf("broken render left changed vhost files: %v", d)
 	}
 	if body, err := FetchTLS(ctx, r.ca.Roots, hosts["signer"], r.httpsPort, "/healthz"); err != nil || !strings.HasPrefix(body, "signer ok") {

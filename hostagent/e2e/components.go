@@ -445,10 +445,11 @@ type Nginx struct {
 
 // WriteNginxConf writes the sandbox's main nginx.conf (the part the distro
 // package owns on a real host): every path under root, workers as root so
-// they can read the 0700 temp root, and conf.d included like Debian does.
-func WriteNginxConf(root, confDir string) (*Nginx, error) {
+// they can read the 0700 temp root, and conf.d and sites-enabled included
+// like Debian does.
+func WriteNginxConf(root string) (*Nginx, error) {
 	n := &Nginx{Root: root, Conf: filepath.Join(root, "etc/nginx/nginx.conf"), pid: filepath.Join(root, "run/nginx.pid")}
-	for _, d := range []string{"etc/nginx", confDir, "run", "var/log/nginx", "var/lib/nginx"} {
+	for _, d := range []string{"etc/nginx", "etc/nginx/conf.d", "etc/nginx/sites-available", "etc/nginx/sites-enabled", "run", "var/log/nginx", "var/lib/nginx"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			return nil, err
 		}
@@ -468,10 +469,11 @@ http {
     scgi_temp_path %s;
     server_names_hash_bucket_size 128;
     include %s/*.conf;
+    include %s/*;
 }
 `, n.pid, r("var/log/nginx/error.log"), r("var/log/nginx/access.log"),
 		r("var/lib/nginx/body"), r("var/lib/nginx/proxy"), r("var/lib/nginx/fastcgi"),
-		r("var/lib/nginx/uwsgi"), r("var/lib/nginx/scgi"), filepath.Join(root, confDir))
+		r("var/lib/nginx/uwsgi"), r("var/lib/nginx/scgi"), r("etc/nginx/conf.d"), r("etc/nginx/sites-enabled"))
 	return n, os.WriteFile(n.Conf, []byte(conf), 0o644)
 }
 

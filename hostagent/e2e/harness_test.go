@@ -55,7 +55,7 @@ func newRigCA(t testing.TB, caEnv []string, services []string, internal ...strin
 	if r.httpsPort, err = FreePort(); err != nil {
 		t.Fatal(err)
 	}
-	if r.nginx, err = WriteNginxConf(r.root, "etc/nginx/conf.d"); err != nil {
+	if r.nginx, err = WriteNginxConf(r.root); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.nginx.Start(); err != nil {
@@ -71,7 +71,7 @@ func newRigCA(t testing.TB, caEnv []string, services []string, internal ...strin
 		t.Fatal(err)
 	}
 	t.Cleanup(r.standIns.Close)
-	r.spec = Spec(r.ca, r.standIns.Ports, r.httpPort, r.httpsPort, internal...)
+	r.spec = Spec(t, r.ca, r.standIns.Ports, r.httpPort, r.httpsPort, internal...)
 	if err := r.spec.Validate(); err != nil {
 		t.Fatalf("sandbox spec: %v", err)
 	}
@@ -161,6 +161,24 @@ func readFile(t testing.TB, p string) []byte {
 }
 
 var netDialer = net.Dialer{Timeout: 5 * time.Second}
+
+// sites maps each agentkeys site to its content.
+func sites(t testing.TB, root string) map[string]string {
+	t.Helper()
+	return contents(t, filepath.Join(root, "etc/nginx/sites-available"))
+}
+
+// siteOf is the site of host's service in s.
+func siteOf(t testing.TB, s *spec.HostSpec, host string) string {
+	t.Helper()
+	for _, svc := range s.Services {
+		if svc.Hostname == host {
+			return svc.Site
+		}
+	}
+	t.Fatalf("no service serves %s", host)
+	return ""
+}
 
 // contents maps each file in dir to its content.
 func contents(t testing.TB, dir string) map[string]string {

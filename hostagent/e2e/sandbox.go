@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
+	"testing"
 
 	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
+	"github.com/agentkeys/agentkeys-infra/hostagent/internal/sandboxtest"
 	"github.com/agentkeys/agentkeys-infra/hostagent/spec"
 	"github.com/agentkeys/agentkeys-infra/naming"
 )
@@ -63,8 +65,8 @@ func (s *System) NginxReload(ctx context.Context) error {
 // Zone is the sandbox's DNS zone; stack test-2's hostnames live in it.
 const Zone = "agentkeys.test"
 
-// Hostnames returns stack test-2's nine hostnames by service name: broker,
-// mcp, signer and the six workers.
+// Hostnames returns stack test-2's nine hostnames by contract service name
+// (broker, signer, the six workers; creds serves cred-<sfx>) and mcp.
 func Hostnames() map[string]string { return HostnamesIn(Zone) }
 
 // HostnamesIn is Hostnames for another zone.
@@ -76,57 +78,35 @@ func HostnamesIn(zone string) map[string]string {
 	n := naming.Derive(st, naming.Fork{AccountID: "123456789012", Zone: zone})
 	out := map[string]string{"broker": n.BrokerHost, "signer": n.SignerHost, "mcp": n.MCPHost}
 	for w, h := range n.WorkerHosts {
+		if w == "cred" {
+			w = "creds"
+		}
 		out[w] = h
 	}
 	return out
 }
 
-// Spec builds a valid host spec for stack test-2 whose services are the
-// stand-ins (name -> port); names listed in internal get no hostname.
-func Spec(ca *CA, ports map[string]int, httpPort, httpsPort int, internal ...string) *spec.HostSpec {
-	hosts := Hostnames()
-	noHost := map[string]bool{}
-	for _, n := range internal {
-		noHost[n] = true
+// Spec builds the generated host spec of stack test-2 in Zone, its services
+// the contract stand-ins on the given ports (all the contract's services
+// when ports is nil: free ports), served by a sandbox nginx on httpPort and
+// httpsPort; names listed in internal get no hostname.
+func Spec(t testing.TB, ca *CA, ports map[string]int, httpPort, httpsPort int, internal ...string) *spec.HostSpec {
+	t.Helper()
+	all := sandboxtest.ServicePorts(t)
+	var keep []string
+	for n, p := range ports {
+		all[n] = p
+		keep = append(keep, n)
 	}
-	s := &spec.HostSpec{
-		Version:  spec.Version,
-		Stack:    "test-2",
-		Issuer:   "https://" + hosts["broker"],
-		Zone:     Zone,
-		PublicIP: "127.0.0.1",
-		Account:  "123456789012",
-		Region:   "us-east-1",
-		Chain:    "heima",
-		Source:   spec.Source{Repo: "/nonexistent/repo", Ref: "main", Dir: "/home/agentkey/agentKeys"},
-		ACME: spec.ACME{
-			Directory: ca.Directory,
-			Resolver:  ca.DNS,
-			ProbeBase: fmt.Sprintf("http://127.0.0.1:%d", httpPort),
-		},
-		Nginx:       spec.Nginx{HTTPPort: httpPort, HTTPSPort: httpsPort, Webroot: "/var/www/certbot", ConfDir: "/etc/nginx/conf.d"},
-		LoginUser:   "agentkey",
-		ServiceUser: "agentkeys",
-		StateDir:    "/var/lib/agentkeys",
-	}
-	var names []string
-	for n := range ports {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		svc := spec.Service{
-			Name: n, Package: "agentkeys-" + n, Binary: "target/release/" + n,
-			Port: ports[n], EnvFile: "/etc/agentkeys/" + n + ".env", Health: "/healthz",
-			Env: map[string]string{},
+	s := sandboxtest.Generate(t, sandboxtest.Options{
+		Zone: Zone, Ports: all, HTTPPort: httpPort, HTTPSPort: httpsPort, PublicIP: "127.0.0.1",
+		ACME: spec.ACME{Directory: ca.Directory, Resolver: ca.DNS, ProbeBase: fmt.Sprintf("http://127.0.0.1:%d", httpPort)},
+	})
+	sandboxtest.Keep(s, keep...)
+	for i := range s.Services {
+		if slices.Contains(internal, s.Services[i].Name) {
+			s.Services[i].Hostname, s.Services[i].Site, s.Services[i].Scope = "", "", ""
 		}
-		if !noHost[n] {
-			svc.Hostname = hosts[n]
-		}
-		if n == "broker" {
-			svc.Env["BROKER_OIDC_ISSUER"] = s.Issuer
-		}
-		s.Services = append(s.Services, svc)
 	}
 	return s
 }

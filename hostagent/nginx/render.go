@@ -13,6 +13,7 @@ import (
 	"strings"
 	"text/template"
 
+	"github.com/agentkeys/agentkeys-infra/contract"
 	"github.com/agentkeys/agentkeys-infra/hostagent/fsx"
 	"github.com/agentkeys/agentkeys-infra/hostagent/spec"
 )
@@ -22,8 +23,10 @@ import (
 // this step serves it. Certbot's /etc/letsencrypt/live is only read, to adopt.
 const CertDir = "/etc/agentkeys/tls"
 
-// FilePrefix marks the files this step owns in the conf dir; stale ones are removed.
-const FilePrefix = "agentkeys-"
+// SitePrefix marks the sites this step owns (the old scripts' names:
+// agentkeys-broker, agentkeys-signer, agentkeys-worker-<x>); stale ones are
+// removed.
+const SitePrefix = "agentkeys-"
 
 // CertFiles returns the host paths of host's certificate chain and key.
 func CertFiles(host string) (fullchain, privkey string) {
@@ -31,10 +34,8 @@ func CertFiles(host string) (fullchain, privkey string) {
 	return path.Join(d, "fullchain.pem"), path.Join(d, "privkey.pem")
 }
 
-// ConfFile is the host path of host's vhost file.
-func ConfFile(s *spec.HostSpec, host string) string {
-	return path.Join(s.Nginx.ConfDir, FilePrefix+host+".conf")
-}
+// SitePath is the host path of a site's file.
+func SitePath(s *spec.HostSpec, site string) string { return path.Join(s.Nginx.SitesDir, site) }
 
 // HasCert reports whether host's certificate and key under root load as a
 // pair, which is what nginx -t will check: only then is Phase B rendered.
@@ -65,6 +66,7 @@ func InstalledCert(root, host string) (*x509.Certificate, error) {
 // Vhost is one rendered server file.
 type Vhost struct {
 	Host  string
+	Site  string
 	Phase string // "A" or "B"
 	Path  string // host path of the file
 	Data  []byte
@@ -80,6 +82,7 @@ type vhostData struct {
 	Privkey    string
 	Upstream   string
 	HTTPSSufix string // ":<port>" in redirects when not 443
+	Signer     bool   // the signer's scope: /dev/ and /healthz only
 }
 
 // acmeLocation serves HTTP-01 tokens in both phases; ^~ keeps regex
@@ -89,6 +92,19 @@ const acmeLocation = `    location ^~ /.well-known/acme-challenge/ {
         default_type text/plain;
         try_files $uri =404;
     }
+`
+
+// proxy is the setup script's proxy block: Host, the scheme, the client
+// address as nginx saw it (never a client-supplied chain), and the bearer
+// the signer and workers check.
+const proxy = `        proxy_pass http://{{.Upstream}};
+        proxy_http_version 1.1;
+        proxy_set_header Host              $host;
+        proxy_set_header Authorization     $http_authorization;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header X-Forwarded-For   $remote_addr;
+        proxy_set_header Connection        "";
+        proxy_read_timeout 30s;
 `
 
 var tmplA = template.Must(template.New("A").Parse(`# Managed by agentkeys-hostagent; edits are overwritten.
@@ -106,7 +122,7 @@ server {
 `))
 
 var tmplB = template.Must(template.New("B").Parse(`# Managed by agentkeys-hostagent; edits are overwritten.
-# Phase B: {{.Host}} over TLS, proxied to {{.Upstream}}.
+# Phase B: {{.Host}} over TLS, proxied to {{.Upstream}}{{if .Signer}} (/dev/ and /healthz only){{end}}.
 server {
     listen {{.Listen}}{{.HTTPPort}};
     server_name {{.Host}};
@@ -118,25 +134,25 @@ server {
 }
 
 server {
-    listen {{.Listen}}{{.HTTPSPort}} ssl;
+    listen {{.Listen}}{{.HTTPSPort}} ssl http2;
     server_name {{.Host}};
 
     ssl_certificate     {{.Fullchain}};
     ssl_certificate_key {{.Privkey}};
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_session_cache shared:agentkeys_ssl:1m;
-
+{{if .Signer}}
+    location /dev/ {
+` + proxy + `    }
+    location = /healthz {
+` + proxy + `    }
     location / {
-        proxy_pass http://{{.Upstream}};
-        proxy_http_version 1.1;
-        proxy_set_header Host $host;
-        proxy_set_header X-Real-IP $remote_addr;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_set_header X-Forwarded-Proto https;
-        proxy_set_header Connection "";
-        proxy_read_timeout 120s;
+        return 404;
     }
-}
+{{else}}
+    location / {
+` + proxy + `    }
+{{end}}}
 `))
 
 // Render renders every vhost of s. root maps host paths (webroot, certs) the
@@ -152,6 +168,9 @@ func Render(s *spec.HostSpec, root, listenAddr string) ([]Vhost, error) {
 		if strings.ContainsAny(svc.Hostname, " ;{}\"'\n\t$") {
 			return nil, fmt.Errorf("services[%s].hostname %q cannot go into an nginx config", svc.Name, svc.Hostname)
 		}
+		if !IsSiteName(svc.Site) {
+			return nil, fmt.Errorf("services[%s].site %q is not an agentkeys-* site name", svc.Name, svc.Site)
+		}
 		fc, pk := CertFiles(svc.Hostname)
 		d := vhostData{
 			Host:      svc.Hostname,
@@ -162,6 +181,7 @@ func Render(s *spec.HostSpec, root, listenAddr string) ([]Vhost, error) {
 			Privkey:   fsx.HostPath(root, pk),
 			// An IP, never a hostname: a DNS failure would break the config load.
 			Upstream: fmt.Sprintf("127.0.0.1:%d", svc.Port),
+			Signer:   svc.Scope == string(contract.ScopeSigner),
 		}
 		if listenAddr != "" {
 			d.Listen = listenAddr + ":"
@@ -169,7 +189,7 @@ func Render(s *spec.HostSpec, root, listenAddr string) ([]Vhost, error) {
 		if s.Nginx.HTTPSPort != 443 {
 			d.HTTPSSufix = fmt.Sprintf(":%d", s.Nginx.HTTPSPort)
 		}
-		v := Vhost{Host: svc.Hostname, Phase: "A", Path: ConfFile(s, svc.Hostname)}
+		v := Vhost{Host: svc.Hostname, Site: svc.Site, Phase: "A", Path: SitePath(s, svc.Site)}
 		t := tmplA
 		if HasCert(root, svc.Hostname) {
 			v.Phase, t = "B", tmplB
@@ -182,4 +202,17 @@ func Render(s *spec.HostSpec, root, listenAddr string) ([]Vhost, error) {
 		out = append(out, v)
 	}
 	return out, nil
+}
+
+// IsSiteName reports whether name is a site this step may own.
+func IsSiteName(name string) bool {
+	if !strings.HasPrefix(name, SitePrefix) || len(name) == len(SitePrefix) {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

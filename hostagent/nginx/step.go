@@ -57,12 +57,130 @@ type applied struct {
 }
 
 // IsVhostPath reports whether p is a path this step owns:
-// <confDir>/<FilePrefix>*.conf, and nothing else. The rollback writes only
+// <sitesDir>/agentkeys-<name>, and nothing else. The rollback writes only
 // such paths, whatever a record names.
-func IsVhostPath(confDir, p string) bool {
-	base := path.Base(p)
-	return path.IsAbs(p) && path.Clean(p) == p && path.Dir(p) == path.Clean(confDir) &&
-		strings.HasPrefix(base, FilePrefix) && strings.HasSuffix(base, ".conf") && len(base) >= len(FilePrefix)+len(".conf")
+func IsVhostPath(sitesDir, p string) bool {
+	return path.IsAbs(p) && path.Clean(p) == p && path.Dir(p) == path.Clean(sitesDir) && IsSiteName(path.Base(p))
+}
+
+// linkDir is where sites are enabled: the spec's enabled dir where the
+// host's nginx has one (Debian), else its conf dir, with a .conf suffix.
+func linkDir(env *agent.Env) (dir, suffix string) {
+	sp := env.Spec
+	if st, err := os.Stat(env.Path(sp.Nginx.EnabledDir)); err == nil && st.IsDir() {
+		return sp.Nginx.EnabledDir, ""
+	}
+	return sp.Nginx.ConfDir, ".conf"
+}
+
+// linkFor is the enabling symlink of a site and its target, relative so it
+// resolves the same under a sandbox root.
+func linkFor(env *agent.Env, site string) (link, target string) {
+	dir, suffix := linkDir(env)
+	rel, err := filepath.Rel(dir, env.Spec.Nginx.SitesDir)
+	if err != nil {
+		rel = env.Spec.Nginx.SitesDir
+	}
+	return path.Join(dir, site+suffix), path.Join(rel, site)
+}
+
+// ownedOnDisk returns the agentkeys-* sites in the sites dir (content by
+// host path), the agentkeys-* links in the link dir and the earlier agents'
+// agentkeys-*.conf files in the conf dir.
+func ownedOnDisk(env *agent.Env) (sites map[string][]byte, links map[string]string, legacy []string, err error) {
+	sp := env.Spec
+	sites, links = map[string][]byte{}, map[string]string{}
+	ents, err := os.ReadDir(env.Path(sp.Nginx.SitesDir))
+	if err != nil && !os.IsNotExist(err) {
+		return nil, nil, nil, err
+	}
+	for _, e := range ents {
+		if !IsSiteName(e.Name()) || !e.Type().IsRegular() {
+			continue
+		}
+		p := path.Join(sp.Nginx.SitesDir, e.Name())
+		b, err := os.ReadFile(env.Path(p))
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		sites[p] = b
+	}
+	dir, suffix := linkDir(env)
+	ents, err = os.ReadDir(env.Path(dir))
+	if err != nil && !os.IsNotExist(err) {
+		return nil, nil, nil, err
+	}
+	for _, e := range ents {
+		name := strings.TrimSuffix(e.Name(), suffix)
+		if e.Type()&os.ModeSymlink == 0 || !IsSiteName(name) || (suffix != "" && !strings.HasSuffix(e.Name(), suffix)) {
+			continue
+		}
+		t, err := os.Readlink(env.Path(path.Join(dir, e.Name())))
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		links[path.Join(dir, e.Name())] = t
+	}
+	// Earlier agents wrote regular agentkeys-<host>.conf files in conf.d.
+	old, err := filepath.Glob(filepath.Join(env.Path(sp.Nginx.ConfDir), SitePrefix+"*.conf"))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	for _, f := range old {
+		if st, err := os.Lstat(f); err == nil && st.Mode().IsRegular() {
+			legacy = append(legacy, path.Join(sp.Nginx.ConfDir, filepath.Base(f)))
+		}
+	}
+	sort.Strings(legacy)
+	return sites, links, legacy, nil
+}
+
+// setLinks makes exactly the given sites enabled: their links created or
+// pointed right, every other agentkeys-* link removed.
+func setLinks(env *agent.Env, res *agent.Result, sites []string, have map[string]string) error {
+	want := map[string]string{}
+	for _, site := range sites {
+		l, t := linkFor(env, site)
+		want[l] = t
+	}
+	for l, t := range want {
+		if have[l] == t {
+			continue
+		}
+		if env.DryRun {
+			res.Changes = append(res.Changes, "would enable "+l)
+			continue
+		}
+		p := env.Path(l)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		tmp := p + ".agentkeys-new"
+		os.Remove(tmp)
+		if err := os.Symlink(t, tmp); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, p); err != nil {
+			return err
+		}
+		env.Counters.FilesWritten++
+		res.Changes = append(res.Changes, "enabled "+l+" -> "+t)
+	}
+	for l := range have {
+		if _, ok := want[l]; ok {
+			continue
+		}
+		if env.DryRun {
+			res.Changes = append(res.Changes, "would disable "+l)
+			continue
+		}
+		if _, err := fsx.RemoveFile(env.Root, l); err != nil {
+			return err
+		}
+		env.Counters.FilesWritten++
+		res.Changes = append(res.Changes, "disabled "+l)
+	}
+	return nil
 }
 
 func readApplied(env *agent.Env) (*applied, error) {
@@ -92,6 +210,9 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	if _, err := env.EnsureDir(&res, path.Join(sp.Nginx.Webroot, ".well-known", "acme-challenge"), 0o755, owner); err != nil {
 		return res, fmt.Errorf("webroot: %w", err)
 	}
+	if _, err := env.EnsureDir(&res, sp.Nginx.SitesDir, 0o755, owner); err != nil {
+		return res, err
+	}
 
 	phases := map[string]string{}
 	want := map[string][]byte{}
@@ -117,20 +238,12 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	res.Detail["phases"] = phases
 	marker := hex.EncodeToString(h.Sum(nil)) + "\n"
 
-	// What is on disk now: our files.
-	old := map[string][]byte{}
-	existing, err := filepath.Glob(filepath.Join(env.Path(sp.Nginx.ConfDir), FilePrefix+"*.conf"))
+	// What is on disk now: our sites, links and earlier agents' files.
+	old, links, legacy, err := ownedOnDisk(env)
 	if err != nil {
 		return res, err
 	}
-	for _, p := range existing {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return res, err
-		}
-		old[path.Join(sp.Nginx.ConfDir, filepath.Base(p))] = b
-	}
-	var write, remove []string
+	var write, remove, sites []string
 	for p, data := range want {
 		if cur, ok := old[p]; !ok || !bytes.Equal(cur, data) {
 			write = append(write, p)
@@ -141,8 +254,19 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 			remove = append(remove, p)
 		}
 	}
+	for _, v := range vhosts {
+		sites = append(sites, v.Site)
+	}
 	sort.Strings(write)
 	sort.Strings(remove)
+	sort.Strings(sites)
+	linksOK := true
+	for _, site := range sites {
+		if l, t := linkFor(env, site); links[l] != t {
+			linksOK = false
+		}
+	}
+	linksOK = linksOK && len(links) == len(sites)
 	last, err := readApplied(env)
 	if err != nil {
 		return res, err
@@ -151,7 +275,7 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	if err != nil {
 		return res, err
 	}
-	if len(write) == 0 && len(remove) == 0 && last != nil && last.SHA256 == marker && !owed {
+	if len(write) == 0 && len(remove) == 0 && len(legacy) == 0 && linksOK && last != nil && last.SHA256 == marker && !owed {
 		res.Status = agent.OK
 		return res, nil
 	}
@@ -160,8 +284,11 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		for _, p := range write {
 			res.Changes = append(res.Changes, "would write "+p)
 		}
-		for _, p := range remove {
+		for _, p := range append(append([]string{}, remove...), legacy...) {
 			res.Changes = append(res.Changes, "would remove stale "+p)
+		}
+		if err := setLinks(env, &res, sites, links); err != nil {
+			return res, err
 		}
 		res.Changes = append(res.Changes, "would test and reload nginx")
 		res.Status = agent.Changed
@@ -172,16 +299,22 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		return res, err
 	}
 	for _, p := range write {
-		if _, err := env.WriteFile(&res, p, want[p], 0o644, owner); err != nil {
+		if _, err := env.WriteManaged(&res, p, want[p], 0o644, owner); err != nil {
 			return res, err
 		}
 	}
-	for _, p := range remove {
+	for _, p := range append(append([]string{}, remove...), legacy...) {
+		if _, err := env.Backup(&res, p, false); err != nil {
+			return res, err
+		}
 		if _, err := fsx.RemoveFile(env.Root, p); err != nil {
 			return res, err
 		}
 		env.Counters.FilesWritten++
 		res.Changes = append(res.Changes, "removed stale "+p)
+	}
+	if err := setLinks(env, &res, sites, links); err != nil {
+		return res, err
 	}
 	fsx.Fault("nginx:before-reload")
 	if err := env.ReloadNginx(ctx); err != nil {
@@ -224,13 +357,14 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 // step's own vhost paths (IsVhostPath) are written: a record naming any
 // other path is refused for that path.
 func (s *Step) rollback(ctx context.Context, env *agent.Env, last *applied, before map[string][]byte, cause error) error {
-	restore, what := before, "the vhost files found before this run (the agent has no record of what nginx last loaded)"
+	sp := env.Spec
+	restore, what := before, "the sites found before this run (the agent has no record of what nginx last loaded)"
 	// refused: paths the record names that are not the step's to write.
 	var refused []string
 	if last != nil {
-		restore, what = map[string][]byte{}, "the vhost files nginx last loaded"
+		restore, what = map[string][]byte{}, "the sites nginx last loaded"
 		for p, c := range last.Files {
-			if !IsVhostPath(env.Spec.Nginx.ConfDir, p) {
+			if !IsVhostPath(sp.Nginx.SitesDir, p) {
 				refused = append(refused, p)
 				continue
 			}
@@ -240,40 +374,48 @@ func (s *Step) rollback(ctx context.Context, env *agent.Env, last *applied, befo
 	note := ""
 	if len(refused) > 0 {
 		sort.Strings(refused)
-		what = "the vhost files nginx last loaded that are the agent's"
-		note = fmt.Sprintf("; refused to write %s, which %s names: not one of the agent's vhosts (%s/%s*.conf); that record is not the agent's, delete it",
-			strings.Join(refused, ", "), AppliedRecord(env.Spec.StateDir), path.Clean(env.Spec.Nginx.ConfDir), FilePrefix)
+		what = "the sites nginx last loaded that are the agent's"
+		note = fmt.Sprintf("; refused to write %s, which %s names: not one of the agent's sites (%s/%s*); that record is not the agent's, delete it",
+			strings.Join(refused, ", "), AppliedRecord(sp.StateDir), path.Clean(sp.Nginx.SitesDir), SitePrefix)
 	}
 	owner, err := env.Owner("", "")
 	if err != nil {
-		return fmt.Errorf("nginx rejected the new vhosts (%w) and restoring %s failed: %v%s", cause, what, err, note)
+		return fmt.Errorf("nginx rejected the new sites (%w) and restoring %s failed: %v%s", cause, what, err, note)
 	}
 	var errs []error
+	var sites []string
 	for p, b := range restore {
 		if _, err := fsx.WriteFileAtomic(env.Root, p, b, 0o644, owner); err != nil {
 			errs = append(errs, err)
 		}
+		sites = append(sites, path.Base(p))
 	}
-	ours, _ := filepath.Glob(filepath.Join(env.Path(env.Spec.Nginx.ConfDir), FilePrefix+"*.conf"))
-	for _, f := range ours {
-		p := path.Join(env.Spec.Nginx.ConfDir, filepath.Base(f))
+	cur, links, _, err := ownedOnDisk(env)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for p := range cur {
 		if _, keep := restore[p]; !keep {
 			if _, err := fsx.RemoveFile(env.Root, p); err != nil {
 				errs = append(errs, err)
 			}
 		}
 	}
+	var res agent.Result
+	if err := setLinks(env, &res, sites, links); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("nginx rejected the new vhosts (%w) and restoring %s failed, so the rejected files may still be on disk: %v%s", cause, what, err, note)
+		return fmt.Errorf("nginx rejected the new sites (%w) and restoring %s failed, so the rejected files may still be on disk: %v%s", cause, what, err, note)
 	}
 	if err := env.Sys.NginxTest(ctx); err != nil {
-		return fmt.Errorf("nginx rejected the new vhosts (%w); %s are restored, but nginx -t rejects them too (%v): a certificate or a file outside the agent's vhosts is at fault; nginx keeps serving its running configuration until it restarts%s", cause, what, err, note)
+		return fmt.Errorf("nginx rejected the new sites (%w); %s are restored, but nginx -t rejects them too (%v): a certificate or a file outside the agent's sites is at fault; nginx keeps serving its running configuration until it restarts%s", cause, what, err, note)
 	}
 	if last != nil && len(refused) == 0 {
 		// The disk holds what nginx runs: no reload is owed.
 		if err := env.Done(agent.ActionReloadNginx); err != nil {
-			return fmt.Errorf("nginx rejected the new vhosts (%w); %s are restored and pass nginx -t, but clearing the owed reload failed: %v", cause, what, err)
+			return fmt.Errorf("nginx rejected the new sites (%w); %s are restored and pass nginx -t, but clearing the owed reload failed: %v", cause, what, err)
 		}
 	}
-	return fmt.Errorf("nginx rejected the new vhosts; %s are restored and pass nginx -t, and nginx keeps serving its running configuration: %w%s", what, cause, note)
+	return fmt.Errorf("nginx rejected the new sites; %s are restored and pass nginx -t, and nginx keeps serving its running configuration: %w%s", what, cause, note)
 }

@@ -29,17 +29,34 @@ func testSpec() *spec.HostSpec {
 	return &spec.HostSpec{
 		Version: spec.Version, Stack: "test-2", Issuer: iss, Zone: "example.org",
 		PublicIP: "192.0.2.10", Account: "123456789012", Chain: "heima",
-		Nginx:    spec.Nginx{HTTPPort: 80, HTTPSPort: 443, Webroot: "/var/www/certbot", ConfDir: "/etc/nginx/conf.d"},
+		Nginx: spec.Nginx{HTTPPort: 80, HTTPSPort: 443, Webroot: "/var/www/certbot",
+			SitesDir: "/etc/nginx/sites-available", EnabledDir: "/etc/nginx/sites-enabled", ConfDir: "/etc/nginx/conf.d"},
 		StateDir: "/var/lib/agentkeys",
 		Services: []spec.Service{
-			{Name: "broker", Port: 8090, Hostname: "broker-test-2.example.org", Env: map[string]string{"BROKER_OIDC_ISSUER": iss}},
-			{Name: "signer", Port: 8092, Hostname: "signer-test-2.example.org"},
-			{Name: "mock-server", Port: 8091},
+			{Name: "broker", Port: 8091, Hostname: "broker-test-2.example.org", Site: "agentkeys-broker", Scope: "all", Env: map[string]string{"BROKER_OIDC_ISSUER": iss}},
+			{Name: "signer", Port: 8092, Hostname: "signer-test-2.example.org", Site: "agentkeys-signer", Scope: "signer"},
+			{Name: "backend", Port: 8090},
 		},
 	}
 }
 
+// debianNginx creates the layout Debian's nginx package leaves.
+func debianNginx(t *testing.T, root string) {
+	t.Helper()
+	for _, d := range []string{"etc/nginx/sites-available", "etc/nginx/sites-enabled", "etc/nginx/conf.d"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+const (
+	brokerSite = "/etc/nginx/sites-available/agentkeys-broker"
+	signerSite = "/etc/nginx/sites-available/agentkeys-signer"
+)
+
 func newEnv(t *testing.T, root string) *agent.Env {
+	debianNginx(t, root)
 	return &agent.Env{Spec: testSpec(), Root: root, Sys: agent.NewSandbox(root), Counters: &agent.Counters{}, Report: &agent.Report{}}
 }
 
@@ -68,9 +85,12 @@ func read(t *testing.T, p string) string {
 func TestPhasesStaleFilesAndNoopRuns(t *testing.T) {
 	root := t.TempDir()
 	confDir := filepath.Join(root, "etc/nginx/conf.d")
-	os.MkdirAll(confDir, 0o755)
+	debianNginx(t, root)
+	// An earlier agent's conf.d vhost, and a site an operator disabled.
 	os.WriteFile(filepath.Join(confDir, "agentkeys-old-host.example.org.conf"), []byte("server {}\n"), 0o644)
 	os.WriteFile(filepath.Join(confDir, "default.conf"), []byte("# not ours\n"), 0o644)
+	os.WriteFile(filepath.Join(root, "etc/nginx/sites-available/agentkeys-worker-gone"), []byte("server {}\n"), 0o644)
+	os.Symlink("/etc/nginx/sites-available/agentkeys-worker-gone", filepath.Join(root, "etc/nginx/sites-enabled/agentkeys-worker-gone"))
 	ctx := context.Background()
 	s := &Step{}
 
@@ -82,7 +102,10 @@ func TestPhasesStaleFilesAndNoopRuns(t *testing.T) {
 	if res.Status != agent.Changed || env.Counters.Reloads != 1 {
 		t.Fatalf("first run: %s reloads=%d, want changed and one reload", res.Status, env.Counters.Reloads)
 	}
-	broker := read(t, filepath.Join(confDir, "agentkeys-broker-test-2.example.org.conf"))
+	broker := read(t, filepath.Join(root, brokerSite))
+	if l, err := os.Readlink(filepath.Join(root, "etc/nginx/sites-enabled/agentkeys-broker")); err != nil || l != "../sites-available/agentkeys-broker" {
+		t.Errorf("the broker site is not enabled: %q %v", l, err)
+	}
 	for _, want := range []string{"listen 80;", "server_name broker-test-2.example.org;", "location ^~ /.well-known/acme-challenge/",
 		"root " + filepath.Join(root, "var/www/certbot") + ";", `return 503 "TLS cert not yet issued`} {
 		if !strings.Contains(broker, want) {
@@ -92,14 +115,19 @@ func TestPhasesStaleFilesAndNoopRuns(t *testing.T) {
 	if strings.Contains(broker, "ssl") || strings.Contains(broker, "proxy_pass") {
 		t.Errorf("Phase A vhost names TLS or the service before a certificate exists:\n%s", broker)
 	}
-	if _, err := os.Stat(filepath.Join(confDir, "agentkeys-old-host.example.org.conf")); !os.IsNotExist(err) {
-		t.Error("stale agentkeys vhost was not removed")
+	for _, p := range []string{"etc/nginx/conf.d/agentkeys-old-host.example.org.conf", "etc/nginx/sites-available/agentkeys-worker-gone", "etc/nginx/sites-enabled/agentkeys-worker-gone"} {
+		if _, err := os.Lstat(filepath.Join(root, p)); !os.IsNotExist(err) {
+			t.Errorf("stale %s was not removed", p)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(root, agent.RetiredDir("/var/lib/agentkeys"), "etc/nginx/conf.d/agentkeys-old-host.example.org.conf")); err != nil || string(b) != "server {}\n" {
+		t.Errorf("a file the agent did not write was removed without a backup: %v", err)
 	}
 	if read(t, filepath.Join(confDir, "default.conf")) != "# not ours\n" {
 		t.Error("a file the agent does not own was touched")
 	}
-	if _, err := os.Stat(filepath.Join(confDir, "agentkeys-mock-server.conf")); err == nil {
-		t.Error("an internal service got a vhost")
+	if ents, _ := os.ReadDir(filepath.Join(root, "etc/nginx/sites-available")); len(ents) != 2 {
+		t.Errorf("sites: %v, want the broker's and the signer's (the backend has no vhost)", ents)
 	}
 	if st, err := os.Stat(filepath.Join(root, "var/www/certbot/.well-known/acme-challenge")); err != nil || !st.IsDir() {
 		t.Errorf("challenge dir not created: %v", err)
@@ -117,9 +145,12 @@ func TestPhasesStaleFilesAndNoopRuns(t *testing.T) {
 	if err != nil || env.Counters.Reloads != 1 || env.Counters.FilesWritten != 2 {
 		t.Fatalf("flip: %v reloads=%d written=%d (%v), want 1 reload, the vhost and the marker written", err, env.Counters.Reloads, env.Counters.FilesWritten, res.Changes)
 	}
-	signer := read(t, filepath.Join(confDir, "agentkeys-signer-test-2.example.org.conf"))
-	for _, want := range []string{"listen 443 ssl;", "ssl_certificate     " + filepath.Join(root, "etc/agentkeys/tls/signer-test-2.example.org/fullchain.pem"),
-		"proxy_pass http://127.0.0.1:8092;", "return 301 https://$host$request_uri;", "location ^~ /.well-known/acme-challenge/"} {
+	signer := read(t, filepath.Join(root, signerSite))
+	for _, want := range []string{"listen 443 ssl http2;", "ssl_certificate     " + filepath.Join(root, "etc/agentkeys/tls/signer-test-2.example.org/fullchain.pem"),
+		"proxy_pass http://127.0.0.1:8092;", "return 301 https://$host$request_uri;", "location ^~ /.well-known/acme-challenge/",
+		// The signer's scope, as the setup script's site: /dev/ and /healthz, 404 elsewhere.
+		"location /dev/ {", "location = /healthz {", "return 404;", "proxy_set_header Authorization     $http_authorization;",
+		"proxy_set_header X-Forwarded-For   $remote_addr;"} {
 		if !strings.Contains(signer, want) {
 			t.Errorf("Phase B vhost lacks %q:\n%s", want, signer)
 		}
@@ -160,10 +191,10 @@ func TestDryRunWritesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != agent.Changed || !strings.Contains(strings.Join(res.Changes, "\n"), "would write /etc/nginx/conf.d/agentkeys-broker-test-2.example.org.conf") {
+	if res.Status != agent.Changed || !strings.Contains(strings.Join(res.Changes, "\n"), "would write "+brokerSite) {
 		t.Errorf("plan: %s %v", res.Status, res.Changes)
 	}
-	if _, err := os.Stat(filepath.Join(root, "etc")); !os.IsNotExist(err) {
+	if ents, _ := os.ReadDir(filepath.Join(root, "etc/nginx/sites-available")); len(ents) != 0 {
 		t.Error("dry run created files")
 	}
 }
@@ -177,7 +208,7 @@ func TestNonDefaultHTTPSPortInRedirect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(v[0].Data), "return 301 https://$host:8443$request_uri;") || !strings.Contains(string(v[0].Data), "listen 127.0.0.1:8443 ssl;") {
+	if !strings.Contains(string(v[0].Data), "return 301 https://$host:8443$request_uri;") || !strings.Contains(string(v[0].Data), "listen 127.0.0.1:8443 ssl http2;") {
 		t.Errorf("redirect/listen ignore the port or address:\n%s", v[0].Data)
 	}
 }
@@ -192,7 +223,7 @@ type pickySystem struct {
 
 func (p *pickySystem) NginxTest(ctx context.Context) error {
 	p.tests++
-	files, _ := filepath.Glob(filepath.Join(p.root, "etc/nginx/conf.d", FilePrefix+"*.conf"))
+	files, _ := filepath.Glob(filepath.Join(p.root, "etc/nginx/sites-available", SitePrefix+"*"))
 	for _, f := range files {
 		if b, _ := os.ReadFile(f); strings.Contains(string(b), "bogus_directive") {
 			return fmt.Errorf("nginx: [emerg] unknown directive \"bogus_directive\" in %s", f)
@@ -206,10 +237,10 @@ type sandbox = agent.Sandbox
 
 type killed struct{}
 
-// confs maps each agentkeys vhost in the conf dir to its content.
+// confs maps each agentkeys site to its content.
 func confs(t *testing.T, root string) map[string]string {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(root, "etc/nginx/conf.d", FilePrefix+"*.conf"))
+	files, err := filepath.Glob(filepath.Join(root, "etc/nginx/sites-available", SitePrefix+"*"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +318,7 @@ func TestRejectedConfigRestoresWhatNginxLastLoaded(t *testing.T) {
 	if err == nil {
 		t.Fatal("nginx -t accepted the bogus vhost")
 	}
-	for _, want := range []string{"bogus_directive", "the vhost files nginx last loaded are restored and pass nginx -t"} {
+	for _, want := range []string{"bogus_directive", "the sites nginx last loaded are restored and pass nginx -t"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
@@ -315,17 +346,16 @@ func TestRejectedConfigRestoresWhatNginxLastLoaded(t *testing.T) {
 // rollback restores what was on disk before the run, and says that.
 func TestRejectedFirstConfigSaysWhatItRestored(t *testing.T) {
 	root := t.TempDir()
-	confDir := filepath.Join(root, "etc/nginx/conf.d")
-	os.MkdirAll(confDir, 0o755)
-	os.WriteFile(filepath.Join(confDir, "agentkeys-old-host.example.org.conf"), []byte("server {}\n"), 0o644)
+	debianNginx(t, root)
+	os.WriteFile(filepath.Join(root, "etc/nginx/sites-available/agentkeys-old"), []byte("server {}\n"), 0o644)
 	sys := &pickySystem{sandbox: agent.NewSandbox(root), root: root}
 	e := newEnv(t, root)
 	e.Sys = sys
 	_, err := (&Step{Mutate: func(_ string, b []byte) []byte { return append(b, "bogus_directive on;\n"...) }}).Run(context.Background(), e)
-	if err == nil || !strings.Contains(err.Error(), "the vhost files found before this run (the agent has no record of what nginx last loaded) are restored") {
+	if err == nil || !strings.Contains(err.Error(), "the sites found before this run (the agent has no record of what nginx last loaded) are restored") {
 		t.Fatalf("err = %v", err)
 	}
-	if got := confs(t, root); !reflect.DeepEqual(got, map[string]string{"agentkeys-old-host.example.org.conf": "server {}\n"}) {
+	if got := confs(t, root); !reflect.DeepEqual(got, map[string]string{"agentkeys-old": "server {}\n"}) {
 		t.Errorf("conf dir after the rollback: %v", got)
 	}
 }
@@ -375,9 +405,9 @@ func TestRollbackWritesOnlyVhostPaths(t *testing.T) {
 
 		// A record naming another path (as a tampered one would).
 		loaded := confs(t, root)
-		broker := "/etc/nginx/conf.d/agentkeys-broker-test-2.example.org.conf"
+		broker := brokerSite
 		files := map[string]string{broker: read(t, filepath.Join(root, broker))}
-		for _, p := range []string{"/etc/cron.d/x", "/etc/nginx/conf.d/../../cron.d/y.conf", "/etc/nginx/conf.d/default.conf", "/etc/nginx/agentkeys-z.conf"} {
+		for _, p := range []string{"/etc/cron.d/x", "/etc/nginx/sites-available/../../cron.d/y", "/etc/nginx/sites-available/default", "/etc/nginx/agentkeys-z"} {
 			files[p] = "* * * * * root touch /tmp/pwned\n"
 		}
 		plantRecord(t, root, AppliedRecord(stateDir), files)
@@ -387,14 +417,14 @@ func TestRollbackWritesOnlyVhostPaths(t *testing.T) {
 		if err == nil {
 			t.Fatal("nginx -t accepted the bogus vhost")
 		}
-		for _, want := range []string{"nginx rejected the new vhosts; the vhost files nginx last loaded that are the agent's are restored and pass nginx -t",
-			"refused to write /etc/cron.d/x, /etc/nginx/agentkeys-z.conf, /etc/nginx/conf.d/../../cron.d/y.conf, /etc/nginx/conf.d/default.conf, which " +
-				AppliedRecord(stateDir) + " names: not one of the agent's vhosts (/etc/nginx/conf.d/agentkeys-*.conf)"} {
+		for _, want := range []string{"nginx rejected the new sites; the sites nginx last loaded that are the agent's are restored and pass nginx -t",
+			"refused to write /etc/cron.d/x, /etc/nginx/agentkeys-z, /etc/nginx/sites-available/../../cron.d/y, /etc/nginx/sites-available/default, which " +
+				AppliedRecord(stateDir) + " names: not one of the agent's sites (/etc/nginx/sites-available/agentkeys-*)"} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("error %q does not say %q", err, want)
 			}
 		}
-		for _, p := range []string{"/etc/cron.d/x", "/etc/cron.d/y.conf", "/etc/nginx/conf.d/default.conf", "/etc/nginx/agentkeys-z.conf"} {
+		for _, p := range []string{"/etc/cron.d/x", "/etc/cron.d/y", "/etc/nginx/sites-available/default", "/etc/nginx/agentkeys-z"} {
 			if _, err := os.Stat(filepath.Join(root, p)); !os.IsNotExist(err) {
 				t.Errorf("the rollback wrote %s", p)
 			}
@@ -463,7 +493,7 @@ func TestFailedReloadKeepsTheNewFilesAndOwesTheReload(t *testing.T) {
 	if !strings.Contains(err.Error(), "nginx -t accepts the new vhosts, which stay in place, but reloading nginx failed") || strings.Contains(err.Error(), "rejected") {
 		t.Errorf("error %q does not say that the reload (not the config) failed", err)
 	}
-	if got := read(t, filepath.Join(root, "etc/nginx/conf.d/agentkeys-signer-test-2.example.org.conf")); !strings.HasSuffix(got, "# changed\n") {
+	if got := read(t, filepath.Join(root, signerSite)); !strings.HasSuffix(got, "# changed\n") {
 		t.Errorf("the accepted new vhost was rolled back:\n%s", got)
 	}
 	if read(t, filepath.Join(root, AppliedRecord("/var/lib/agentkeys"))) != loadedRecord {

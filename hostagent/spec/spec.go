@@ -1,7 +1,9 @@
 // Package spec is the host spec: the typed contract between the Pulumi
-// program, which renders it to JSON, and the host agent, which converges a
-// broker host from it. Decode rejects unknown fields and validates before the
-// agent changes anything.
+// program, which renders it from the services' runtime contract (package
+// contract) and the stack's names, and the host agent, which converges a
+// broker host from it. Decode rejects unknown fields and validates before
+// the agent changes anything, including every service variable against
+// what its binary accepts.
 package spec
 
 import (
@@ -17,11 +19,13 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/agentkeys/agentkeys-infra/contract"
 	"github.com/agentkeys/agentkeys-infra/naming"
 )
 
-// Version is the schema version the agent understands.
-const Version = 1
+// Version is the schema version the agent understands. Version 2 is the
+// first generated from the services' contract.
+const Version = 2
 
 // Where the bring-up installs the agent and its spec on the broker host; the
 // agent's commands default to DefaultPath.
@@ -46,25 +50,23 @@ type HostSpec struct {
 	Source   Source    `json:"source"`
 	Build    Build     `json:"build"`
 	Services []Service `json:"services"`
-	ACME     ACME      `json:"acme"`
-	Nginx    Nginx     `json:"nginx"`
-
-	// Cloud identifiers the services read from their env files.
-	DataRoleARN   string            `json:"dataRoleArn"`
-	ClassRoleARNs map[string]string `json:"classRoleArns"` // vault, memory, config
-	Buckets       map[string]string `json:"buckets"`       // mail, vault, memory, config
-	MailDomain    string            `json:"mailDomain"`
-	Sender        string            `json:"sender"`
-	Contracts     map[string]string `json:"contracts"` // contract name (REGISTRY, ...) -> 0x address
-	RPCURL        string            `json:"rpcUrl,omitempty"`
+	Secrets  []Secret  `json:"secrets"`
+	Keypairs []Keypair `json:"keypairs"`
+	Dirs     []Dir     `json:"dirs"`
+	// PubKeyEnv is the env file the agent writes BROKER_CAP_PUBKEY_PEM to,
+	// from the session keypair.
+	PubKeyEnv string `json:"pubKeyEnv"`
+	ACME      ACME   `json:"acme"`
+	Nginx     Nginx  `json:"nginx"`
 
 	// LoginUser is the SSH login user wired to EC2 Instance Connect (agentkey).
 	LoginUser string `json:"loginUser"`
 	// ServiceUser is the system user the services run as (agentkeys).
 	ServiceUser string `json:"serviceUser"`
-	// StateDir holds keys, the master secret and the agent's state.
+	// StateDir is the service user's home; the agent keeps its own state in
+	// a root-only directory under it.
 	StateDir string `json:"stateDir"`
-	// HealthTimeoutSeconds bounds the health step's wait (default 60).
+	// HealthTimeoutSeconds bounds each health check's wait (default 60).
 	HealthTimeoutSeconds int `json:"healthTimeoutSeconds,omitempty"`
 }
 
@@ -79,29 +81,68 @@ type Source struct {
 
 // Build says how the services are built.
 type Build struct {
-	// Command is run in Source.Dir; the default is cargo build --release for
-	// each service's package. Tests use a small stand-in command.
+	// Command replaces the cargo builds (tests); the default is one
+	// `cargo build --release --locked` per distinct package and feature set.
 	Command          []string          `json:"command,omitempty"`
 	Env              map[string]string `json:"env,omitempty"`
 	Sccache          bool              `json:"sccache"`
 	ReclaimToolchain bool              `json:"reclaimToolchain"`
 }
 
-// Service is one long-running process on the host.
+// Service is one long-running process on the host (contract.Deployed).
 type Service struct {
-	Name     string   `json:"name"`               // broker, signer, mock-server, audit, ...
-	Package  string   `json:"package"`            // cargo package
-	Features []string `json:"features,omitempty"` // cargo features
-	Binary   string   `json:"binary"`             // path of the built binary relative to Source.Dir
-	Port     int      `json:"port"`               // 127.0.0.1 port
-	Hostname string   `json:"hostname,omitempty"` // public vhost; empty for internal services
-	EnvFile  string   `json:"envFile"`            // /etc/agentkeys/<x>.env
-	Health   string   `json:"health"`             // /healthz
-	// Env is the service's environment, written to EnvFile.
-	Env map[string]string `json:"env"`
-	// MasterSecret hands the dev_key_service master secret to the service
-	// through systemd LoadCredential (the signer).
-	MasterSecret bool `json:"masterSecret,omitempty"`
+	Name     string   `json:"name"` // contract key: broker, backend, signer, audit, ...
+	Unit     string   `json:"unit"` // agentkeys-broker.service
+	Package  string   `json:"package"`
+	Features []string `json:"features,omitempty"`
+	// Binary is the build's output, relative to the checkout; Install is
+	// where it is installed (/usr/local/bin/<name>).
+	Binary  string   `json:"binary"`
+	Install string   `json:"install"`
+	Args    []string `json:"args,omitempty"`
+	Port    int      `json:"port"`              // where it listens (nginx's upstream)
+	BindAll bool     `json:"bindAll,omitempty"` // listens on 0.0.0.0: confined to loopback by the unit
+	// Hostname, Site and Scope: its public vhost ("" when none).
+	Hostname string `json:"hostname,omitempty"`
+	Site     string `json:"site,omitempty"`
+	Scope    string `json:"scope,omitempty"`
+	// EnvFile is the managed env file ("" none: Env becomes Environment=
+	// lines); Secrets are the ids of secrets carried into it.
+	EnvFile  string            `json:"envFile,omitempty"`
+	Env      map[string]string `json:"env"`
+	Secrets  []string          `json:"secrets,omitempty"`
+	EnvFiles []string          `json:"envFiles,omitempty"` // further EnvironmentFile= sources
+	Restart  string            `json:"restart"`
+	After    []string          `json:"after,omitempty"`
+	// WritePaths are the paths the hardened unit may write.
+	WritePaths []string `json:"writePaths,omitempty"`
+	Health     string   `json:"health"`
+	HealthJSON bool     `json:"healthJson,omitempty"`
+	Ready      string   `json:"ready,omitempty"`
+}
+
+// Secret is one secret value kept on the host (contract.Secret).
+type Secret struct {
+	ID   string `json:"id"`
+	Var  string `json:"var"`
+	File string `json:"file"`
+	Kind string `json:"kind"` // minted | carried-over
+	// Own: File holds only this secret and is never rewritten.
+	Own    bool   `json:"own,omitempty"`
+	Format string `json:"format"` // master-secret | kek | any
+}
+
+// Keypair is one of the broker's keypairs (contract.Keypair).
+type Keypair struct {
+	Purpose   string `json:"purpose"`
+	Path      string `json:"path"`
+	PublicPEM string `json:"publicPem,omitempty"`
+}
+
+// Dir is a directory the services need, owned by the service user.
+type Dir struct {
+	Path string `json:"path"`
+	Mode uint32 `json:"mode"`
 }
 
 // ACME configures certificate issuance.
@@ -115,12 +156,16 @@ type ACME struct {
 	CertbotLive string `json:"certbotLive,omitempty"` // /etc/letsencrypt/live
 }
 
-// Nginx configures the vhosts.
+// Nginx configures the vhosts: one file per site in SitesDir, enabled by a
+// symlink in EnabledDir (Debian's layout, the setup script's), or in ConfDir
+// as <site>.conf where the host's nginx has no EnabledDir.
 type Nginx struct {
-	HTTPPort  int    `json:"httpPort"`  // 80
-	HTTPSPort int    `json:"httpsPort"` // 443
-	Webroot   string `json:"webroot"`   // /var/www/certbot
-	ConfDir   string `json:"confDir"`   // /etc/nginx/conf.d
+	HTTPPort   int    `json:"httpPort"`  // 80
+	HTTPSPort  int    `json:"httpsPort"` // 443
+	Webroot    string `json:"webroot"`   // /var/www/certbot
+	SitesDir   string `json:"sitesDir"`  // /etc/nginx/sites-available
+	EnabledDir string `json:"enabledDir"`
+	ConfDir    string `json:"confDir"` // /etc/nginx/conf.d
 }
 
 // Decode reads a spec, rejecting unknown fields, and validates it.
@@ -163,12 +208,15 @@ func (s *HostSpec) Encode() ([]byte, error) {
 }
 
 var (
-	addrRe  = regexp.MustCompile(`^0x[0-9a-fA-F]{40}$`)
-	nameRe  = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
-	envKeRe = regexp.MustCompile(`^[A-Z_][A-Z0-9_]*$`)
+	nameRe   = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
+	envKeyRe = regexp.MustCompile(`^[A-Z_][A-Z0-9_]*$`)
+	unitRe   = regexp.MustCompile(`^agentkeys-[a-z0-9-]+\.service$`)
+	siteRe   = regexp.MustCompile(`^agentkeys-[a-z0-9-]+$`)
 )
 
-// Validate checks the spec against the stack identity and itself.
+// Validate checks the spec against the stack identity, itself, and the
+// services' contract: every variable written must be one its binary reads
+// and must pass the binary's own check.
 func (s *HostSpec) Validate() error {
 	fail := func(field, format string, a ...any) error {
 		return fmt.Errorf("host spec field %s: %s", field, fmt.Sprintf(format, a...))
@@ -228,8 +276,11 @@ func (s *HostSpec) Validate() error {
 	if s.Nginx.HTTPPort == s.Nginx.HTTPSPort {
 		return fail("nginx.httpsPort", "%d is also nginx.httpPort; give HTTP and HTTPS distinct ports", s.Nginx.HTTPSPort)
 	}
-	for _, p := range []struct{ f, v string }{{"stateDir", s.StateDir}, {"nginx.webroot", s.Nginx.Webroot}, {"nginx.confDir", s.Nginx.ConfDir}} {
-		if !strings.HasPrefix(p.v, "/") {
+	for _, p := range []struct{ f, v string }{
+		{"stateDir", s.StateDir}, {"nginx.webroot", s.Nginx.Webroot}, {"nginx.sitesDir", s.Nginx.SitesDir},
+		{"nginx.enabledDir", s.Nginx.EnabledDir}, {"nginx.confDir", s.Nginx.ConfDir}, {"pubKeyEnv", s.PubKeyEnv},
+	} {
+		if !abs(p.v) {
 			return fail(p.f, "%q must be an absolute path", p.v)
 		}
 	}
@@ -239,22 +290,106 @@ func (s *HostSpec) Validate() error {
 	if !nameRe.MatchString(s.ServiceUser) || !nameRe.MatchString(s.LoginUser) {
 		return fail("serviceUser/loginUser", "must be lowercase user names")
 	}
-	ports := map[int]string{s.Nginx.HTTPPort: "nginx.httpPort", s.Nginx.HTTPSPort: "nginx.httpsPort"}
-	names := map[string]bool{}
-	hosts := map[string]string{}
-	envFiles := map[string]string{}
+	if err := s.validateSecrets(fail); err != nil {
+		return err
+	}
+	if err := s.validateServices(fail); err != nil {
+		return err
+	}
+	b := s.Broker()
+	if b == nil {
+		return fail("services", "no service named broker")
+	}
+	if b.Hostname != u.Host {
+		return fail("services[broker].hostname", "%q must equal the issuer host %q", b.Hostname, u.Host)
+	}
+	if iss := b.Env[contract.VarIssuer]; iss != s.Issuer {
+		return fail("services[broker].env."+contract.VarIssuer, "%q must equal issuer %q", iss, s.Issuer)
+	}
+	return nil
+}
+
+func abs(p string) bool { return strings.HasPrefix(p, "/") && path.Clean(p) == p }
+
+func (s *HostSpec) validateSecrets(fail func(string, string, ...any) error) error {
+	ids := map[string]bool{}
+	for i, sec := range s.Secrets {
+		f := fmt.Sprintf("secrets[%d]", i)
+		if !nameRe.MatchString(sec.ID) || ids[sec.ID] {
+			return fail(f+".id", "%q must be a unique lowercase name", sec.ID)
+		}
+		ids[sec.ID] = true
+		if !envKeyRe.MatchString(sec.Var) {
+			return fail(f+".var", "%q is not an environment variable name", sec.Var)
+		}
+		if !abs(sec.File) {
+			return fail(f+".file", "%q must be an absolute path", sec.File)
+		}
+		if sec.Kind != string(contract.Minted) && sec.Kind != string(contract.CarriedOver) {
+			return fail(f+".kind", "%q is not minted or carried-over", sec.Kind)
+		}
+		if !contract.SecretFormat(sec.Format).Valid() {
+			return fail(f+".format", "%q is not master-secret, kek or any", sec.Format)
+		}
+	}
+	for i, k := range s.Keypairs {
+		f := fmt.Sprintf("keypairs[%d]", i)
+		if k.Purpose != "oidc" && k.Purpose != "session" {
+			return fail(f+".purpose", "%q is not oidc or session", k.Purpose)
+		}
+		if !abs(k.Path) || (k.PublicPEM != "" && !abs(k.PublicPEM)) {
+			return fail(f, "paths must be absolute")
+		}
+	}
+	for i, d := range s.Dirs {
+		if !abs(d.Path) || d.Mode > 0o7777 {
+			return fail(fmt.Sprintf("dirs[%d]", i), "%q must be an absolute path with a mode", d.Path)
+		}
+	}
+	return nil
+}
+
+func (s *HostSpec) validateServices(fail func(string, string, ...any) error) error {
 	if len(s.Services) == 0 {
 		return fail("services", "at least the broker service is required")
 	}
+	catalog := map[string]contract.Service{}
+	for _, c := range contract.Catalog(s.Chain) {
+		catalog[c.Name] = c
+	}
+	ports := map[int]string{s.Nginx.HTTPPort: "nginx.httpPort", s.Nginx.HTTPSPort: "nginx.httpsPort"}
+	seen := map[string]map[string]string{"name": {}, "unit": {}, "hostname": {}, "site": {}, "envFile": {}}
+	uniq := func(f, kind, v, who string) error {
+		if v == "" {
+			return nil
+		}
+		if other, ok := seen[kind][v]; ok {
+			return fail(f+"."+kind, "%q is also the %s of %s; give each service its own", v, kind, other)
+		}
+		seen[kind][v] = who
+		return nil
+	}
 	for i, svc := range s.Services {
 		f := fmt.Sprintf("services[%d]", i)
-		if !nameRe.MatchString(svc.Name) {
-			return fail(f+".name", "%q must be lowercase letters, digits and dashes", svc.Name)
+		who := fmt.Sprintf("services[%d] (%s)", i, svc.Name)
+		c, known := catalog[svc.Name]
+		if !known {
+			return fail(f+".name", "%q is not a service of the contract", svc.Name)
 		}
-		if names[svc.Name] {
-			return fail(f+".name", "service %q is listed twice", svc.Name)
+		if !unitRe.MatchString(svc.Unit) {
+			return fail(f+".unit", "%q must be agentkeys-<name>.service", svc.Unit)
 		}
-		names[svc.Name] = true
+		if svc.Site != "" && !siteRe.MatchString(svc.Site) {
+			return fail(f+".site", "%q must be agentkeys-<name>", svc.Site)
+		}
+		for _, u := range []struct{ kind, v string }{{"name", svc.Name}, {"unit", svc.Unit}, {"hostname", svc.Hostname}, {"site", svc.Site}, {"envFile", path.Clean(svc.EnvFile)}} {
+			if u.kind == "envFile" && svc.EnvFile == "" {
+				continue
+			}
+			if err := uniq(f, u.kind, u.v, who); err != nil {
+				return err
+			}
+		}
 		if svc.Port < 1 || svc.Port > 65535 {
 			return fail(f+".port", "%d is not a TCP port; use a free port in 1..65535", svc.Port)
 		}
@@ -266,49 +401,86 @@ func (s *HostSpec) Validate() error {
 			if !inZone(svc.Hostname, s.Zone) {
 				return fail(f+".hostname", "%q is outside zone %s", svc.Hostname, s.Zone)
 			}
-			if other, ok := hosts[svc.Hostname]; ok {
-				return fail(f+".hostname", "%q is also the hostname of %s", svc.Hostname, other)
+			if svc.Site == "" {
+				return fail(f+".site", "a service with a hostname needs a site")
 			}
-			hosts[svc.Hostname] = svc.Name
+			if svc.Scope != string(contract.ScopeAll) && svc.Scope != string(contract.ScopeSigner) {
+				return fail(f+".scope", "%q is not all or signer", svc.Scope)
+			}
 		}
 		if svc.Binary == "" || strings.HasPrefix(svc.Binary, "/") || strings.Contains(svc.Binary, "..") {
 			return fail(f+".binary", "%q must be a path inside the checkout", svc.Binary)
 		}
-		if !strings.HasPrefix(svc.EnvFile, "/") {
+		if !abs(svc.Install) {
+			return fail(f+".install", "%q must be an absolute path", svc.Install)
+		}
+		if svc.EnvFile != "" && !abs(svc.EnvFile) {
 			return fail(f+".envFile", "%q must be an absolute path", svc.EnvFile)
 		}
-		if other, ok := envFiles[path.Clean(svc.EnvFile)]; ok {
-			return fail(f+".envFile", "%q is also the envFile of %s; give each service its own env file (one would overwrite the other)", svc.EnvFile, other)
+		for _, p := range append(append([]string{}, svc.EnvFiles...), svc.WritePaths...) {
+			if !abs(p) {
+				return fail(f, "%q must be an absolute path", p)
+			}
 		}
-		envFiles[path.Clean(svc.EnvFile)] = fmt.Sprintf("services[%d] (%s)", i, svc.Name)
-		if !strings.HasPrefix(svc.Health, "/") {
+		if svc.Restart != "always" && svc.Restart != "on-failure" {
+			return fail(f+".restart", "%q is not always or on-failure", svc.Restart)
+		}
+		if !strings.HasPrefix(svc.Health, "/") || (svc.Ready != "" && !strings.HasPrefix(svc.Ready, "/")) {
 			return fail(f+".health", "%q must be a path such as /healthz", svc.Health)
 		}
-		for k, v := range svc.Env {
-			if !envKeRe.MatchString(k) {
+		for _, a := range svc.Args {
+			if strings.ContainsAny(a, "\n\r\"'\\$%;") {
+				return fail(f+".args", "%q cannot go into an ExecStart line", a)
+			}
+		}
+		reads := map[string]contract.Var{}
+		for _, v := range c.Reads {
+			reads[v.Name] = v
+		}
+		keys := make([]string, 0, len(svc.Env))
+		for k := range svc.Env {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			v := svc.Env[k]
+			if !envKeyRe.MatchString(k) {
 				return fail(f+".env", "key %q is not an environment variable name", k)
 			}
 			if strings.ContainsAny(v, "\n\r") {
 				return fail(f+".env."+k, "value must be one line")
 			}
+			r, ok := reads[k]
+			if !ok {
+				return fail(f+".env."+k, "%s never reads %s; remove it", c.Binary, k)
+			}
+			if r.Need == contract.Unset {
+				return fail(f+".env."+k, "must not be set for %s (%s)", svc.Name, r.Format)
+			}
+			if r.Check != nil {
+				if err := r.Check(v); err != nil {
+					return fail(f+".env."+k, "%v; %s would %s", err, c.Binary, orDefault(r.OnBad, "reject it"))
+				}
+			}
 		}
-	}
-	b := s.Broker()
-	if b == nil {
-		return fail("services", "no service named broker")
-	}
-	if b.Hostname != u.Host {
-		return fail("services[broker].hostname", "%q must equal the issuer host %q", b.Hostname, u.Host)
-	}
-	if iss := b.Env["BROKER_OIDC_ISSUER"]; iss != s.Issuer {
-		return fail("services[broker].env.BROKER_OIDC_ISSUER", "%q must equal issuer %q", iss, s.Issuer)
-	}
-	for k, v := range s.Contracts {
-		if v != "" && !addrRe.MatchString(v) {
-			return fail("contracts."+k, "%q is not a 0x-prefixed 20-byte address", v)
+		for _, id := range svc.Secrets {
+			sec, ok := s.Secret(id)
+			if !ok {
+				return fail(f+".secrets", "names secret %q, which secrets does not define", id)
+			}
+			if !sec.Own && path.Clean(sec.File) != path.Clean(svc.EnvFile) {
+				return fail(f+".secrets", "secret %q lives in %s, not in this service's env file %s", id, sec.File, svc.EnvFile)
+			}
 		}
 	}
 	return nil
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
 }
 
 func inZone(h, zone string) bool {
@@ -316,13 +488,36 @@ func inZone(h, zone string) bool {
 }
 
 // Broker returns the broker service, or nil.
-func (s *HostSpec) Broker() *Service {
+func (s *HostSpec) Broker() *Service { return s.Service("broker") }
+
+// Service returns the service named name, or nil.
+func (s *HostSpec) Service(name string) *Service {
 	for i := range s.Services {
-		if s.Services[i].Name == "broker" {
+		if s.Services[i].Name == name {
 			return &s.Services[i]
 		}
 	}
 	return nil
+}
+
+// Secret returns the secret with id.
+func (s *HostSpec) Secret(id string) (Secret, bool) {
+	for _, sec := range s.Secrets {
+		if sec.ID == id {
+			return sec, true
+		}
+	}
+	return Secret{}, false
+}
+
+// Keypair returns the keypair of purpose.
+func (s *HostSpec) Keypair(purpose string) (Keypair, bool) {
+	for _, k := range s.Keypairs {
+		if k.Purpose == purpose {
+			return k, true
+		}
+	}
+	return Keypair{}, false
 }
 
 // Hostnames lists the public hostnames served by nginx, sorted.

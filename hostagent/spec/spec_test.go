@@ -30,6 +30,9 @@ func decode(t *testing.T, m map[string]any) error {
 }
 
 func services(m map[string]any) []any       { return m["services"].([]any) }
+func env(m map[string]any, i int) map[string]any {
+	return services(m)[i].(map[string]any)["env"].(map[string]any)
+}
 func nginx(m map[string]any) map[string]any { return m["nginx"].(map[string]any) }
 func acme(m map[string]any) map[string]any  { return m["acme"].(map[string]any) }
 
@@ -44,7 +47,7 @@ func TestValidateRejects(t *testing.T) {
 		want string
 	}{
 		{"unknown field", func(m map[string]any) { m["hostnmae"] = "x" }, `unknown field "hostnmae"`},
-		{"version", func(m map[string]any) { m["version"] = 2 }, "field version"},
+		{"version", func(m map[string]any) { m["version"] = 1 }, "field version: is 1, this agent understands 2"},
 		{"another stack's issuer", func(m map[string]any) { m["issuer"] = "https://broker.example.org" }, "issuer of stack prod"},
 		{"issuer with a path", func(m map[string]any) { m["issuer"] = "https://broker-test-2.example.org/x" }, "field issuer"},
 		{"chain of another stack", func(m map[string]any) { m["chain"] = "base" }, "field chain"},
@@ -52,7 +55,7 @@ func TestValidateRejects(t *testing.T) {
 			services(m)[1].(map[string]any)["port"] = services(m)[0].(map[string]any)["port"]
 		}, "clashes with"},
 		{"port clash with nginx", func(m map[string]any) { services(m)[2].(map[string]any)["port"] = 443 }, "clashes with nginx.httpsPort"},
-		{"hostname outside the zone", func(m map[string]any) { services(m)[1].(map[string]any)["hostname"] = "signer.example.net" }, "outside zone example.org"},
+		{"hostname outside the zone", func(m map[string]any) { services(m)[2].(map[string]any)["hostname"] = "signer.example.net" }, "outside zone example.org"},
 		{"duplicate hostname", func(m map[string]any) {
 			services(m)[4].(map[string]any)["hostname"] = services(m)[3].(map[string]any)["hostname"]
 		}, "is also the hostname of"},
@@ -61,13 +64,26 @@ func TestValidateRejects(t *testing.T) {
 			services(m)[0].(map[string]any)["env"].(map[string]any)["BROKER_OIDC_ISSUER"] = "https://x.example.org"
 		}, "BROKER_OIDC_ISSUER"},
 		{"multi-line env value", func(m map[string]any) { services(m)[0].(map[string]any)["env"].(map[string]any)["X"] = "a\nb" }, "one line"},
-		{"bad contract", func(m map[string]any) { m["contracts"] = map[string]any{"REGISTRY": "0x12"} }, "contracts.REGISTRY"},
+		{"a variable the binary never reads", func(m map[string]any) { env(m, 5)["WORKER_LISTEN"] = "127.0.0.1:9094" },
+			"host spec field services[5].env.WORKER_LISTEN: agentkeys-worker-creds never reads WORKER_LISTEN; remove it"},
+		{"a bind the binary rejects", func(m map[string]any) { env(m, 5)["WORKER_BIND"] = "localhost:9094" },
+			`services[5].env.WORKER_BIND: "localhost:9094" is not IP:port; agentkeys-worker-creds would not IP:port: exit 2`},
+		{"a wss chain endpoint", func(m map[string]any) { env(m, 0)["AGENTKEYS_CHAIN_RPC_HTTP"] = "wss://rpc.example.org" },
+			"services[0].env.AGENTKEYS_CHAIN_RPC_HTTP: \"wss://rpc.example.org\" is not an http(s) URL"},
+		{"a VE-only variable", func(m map[string]any) { env(m, 5)["AGENTKEYS_TOS_ENDPOINT"] = "https://tos.example.org" }, "must not be set for creds"},
+		{"a malformed contract address", func(m map[string]any) { env(m, 0)["SCOPE_CONTRACT_ADDRESS_HEIMA"] = "0x12" }, "SCOPE_CONTRACT_ADDRESS_HEIMA: \"0x12\" is not a 0x-prefixed 20-byte address"},
+		{"a service the contract does not have", func(m map[string]any) { services(m)[8].(map[string]any)["name"] = "channel" }, `services[8].name: "channel" is not a service of the contract`},
+		{"a secret in another service's env file", func(m map[string]any) { services(m)[6].(map[string]any)["secrets"] = []any{"kek-creds"} },
+			"secret \"kek-creds\" lives in /etc/agentkeys/worker-creds.env, not in this service's env file /etc/agentkeys/worker-memory.env"},
+		{"an unknown secret", func(m map[string]any) { services(m)[6].(map[string]any)["secrets"] = []any{"kek-nope"} }, `names secret "kek-nope", which secrets does not define`},
+		{"a unit outside the namespace", func(m map[string]any) { services(m)[3].(map[string]any)["unit"] = "ssh.service" }, `services[3].unit: "ssh.service" must be agentkeys-<name>.service`},
+		{"an argument that breaks ExecStart", func(m map[string]any) { services(m)[0].(map[string]any)["args"] = []any{"--port", "8091; rm -rf /"} }, "cannot go into an ExecStart line"},
 		{"public IP", func(m map[string]any) { m["publicIp"] = "[unknown]" }, "publicIp"},
 		{"relative state dir", func(m map[string]any) { m["stateDir"] = "var/lib/agentkeys" }, "stateDir"},
 		{"shared env file", func(m map[string]any) { services(m)[3].(map[string]any)["envFile"] = "/etc/agentkeys/broker.env" },
-			`host spec field services[3].envFile: "/etc/agentkeys/broker.env" is also the envFile of services[0] (broker); give each service its own env file`},
-		{"shared env file, unclean path", func(m map[string]any) { services(m)[3].(map[string]any)["envFile"] = "/etc/agentkeys//signer.env" },
-			"is also the envFile of services[1] (signer)"},
+			`host spec field services[3].envFile: "/etc/agentkeys/broker.env" is also the envFile of services[0] (broker); give each service its own`},
+		{"unclean env file path", func(m map[string]any) { services(m)[3].(map[string]any)["envFile"] = "/etc/agentkeys//worker-audit.env" },
+			"must be an absolute path"},
 		{"service port 0", func(m map[string]any) { services(m)[1].(map[string]any)["port"] = 0 }, "host spec field services[1].port: 0 is not a TCP port; use a free port in 1..65535"},
 		{"service port too high", func(m map[string]any) { services(m)[1].(map[string]any)["port"] = 65536 }, "host spec field services[1].port: 65536 is not a TCP port"},
 		{"nginx http port too high", func(m map[string]any) { nginx(m)["httpPort"] = 70000 }, "host spec field nginx.httpPort: 70000 is not a TCP port; use 1..65535"},

@@ -74,13 +74,13 @@ func TestUnitsKilledBeforeDaemonReloadReloadAndRestartOnRerun(t *testing.T) {
 	env, sb := newEnv(t, s)
 	runAll(t, env)
 	ctx := context.Background()
-	audit, broker := UnitName("audit"), UnitName("broker")
+	audit, broker := s.Service("audit").Unit, s.Broker().Unit
 
-	s.Services[2].MasterSecret = true        // audit's unit file changes
-	s.Services[0].Env["EXTRA_SETTING"] = "1" // broker's env file changes
+	s.Service("audit").Args = []string{"--flush-interval-secs", "60"} // audit's unit file changes
+	s.Broker().Env["BROKER_OIDC_JWT_TTL_SECONDS"] = "600"             // broker's env file changes
 	killAt(t, "units:before-daemon-reload", func() { Units{}.Run(ctx, env) })
 	disk := read(t, env, UnitDir+"/"+audit)
-	require.Contains(t, disk, "LoadCredential=master-secret:")
+	require.Contains(t, disk, "agentkeys-worker-audit --flush-interval-secs 60\n")
 	loaded, err := sb.Loaded(audit)
 	require.NoError(t, err)
 	require.NotEqual(t, disk, string(loaded), "the killed run did not reload systemd")
@@ -105,11 +105,12 @@ func TestUnitsKilledBeforeDaemonReloadReloadAndRestartOnRerun(t *testing.T) {
 	assert.Equal(t, disk, string(loaded))
 	environ, err := sb.Environ(audit)
 	require.NoError(t, err)
-	assert.True(t, slices.ContainsFunc(environ, func(e string) bool { return strings.HasPrefix(e, "AGENTKEYS_MASTER_SECRET_FILE=") }),
-		"audit runs its new definition")
+	cmdline, err := sb.Cmdline(audit)
+	require.NoError(t, err)
+	assert.True(t, slices.Contains(cmdline, "--flush-interval-secs"), "audit runs its new definition: %v", cmdline)
 	environ, err = sb.Environ(broker)
 	require.NoError(t, err)
-	assert.Contains(t, environ, "EXTRA_SETTING=1", "broker runs its new env file")
+	assert.Contains(t, environ, "BROKER_OIDC_JWT_TTL_SECONDS=600", "broker runs its new env file")
 	pending, err = env.Pending()
 	require.NoError(t, err)
 	assert.Empty(t, pending)

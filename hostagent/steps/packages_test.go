@@ -72,7 +72,7 @@ func TestPackagesNoToolchainWhenCargoPresentOrNotRun(t *testing.T) {
 	res, err = Packages{LookCargo: noCargo}.Run(context.Background(), env)
 	require.NoError(t, err)
 	assert.Equal(t, installCalls(), sandboxCalls(t, sb), "custom build command: no toolchain call")
-	assert.Equal(t, "skipped: not required, the build runs no cargo (go build -trimpath -buildvcs=false -o bin/standin .)", res.Detail["rust-toolchain"])
+	assert.Equal(t, "skipped: not required, the build runs no cargo (sh build.sh)", res.Detail["rust-toolchain"])
 
 	// A custom build command that is cargo does need it.
 	s.Build.Command = []string{"/usr/local/bin/cargo", "build", "--release", "--workspace"}

@@ -8,20 +8,21 @@ import (
 	"encoding/hex"
 	"path"
 
+	"github.com/agentkeys/agentkeys-infra/contract"
 	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
 	"github.com/agentkeys/agentkeys-infra/hostagent/spec"
 )
 
 // Host paths the steps converge.
 const (
-	BinDir       = "/usr/local/lib/agentkeys/bin"
-	UnitDir      = "/etc/systemd/system"
-	SSHDDropIn   = "/etc/ssh/sshd_config.d/60-agentkeys-eic.conf"
-	BrokerUnit   = "agentkeys-broker.service"
-	BrokerEnv    = "/etc/agentkeys/broker.env"
-	EICCommand   = "/usr/share/ec2-instance-connect/eic_run_authorized_keys"
-	EICUser      = "ec2-instance-connect"
-	MasterSecret = "master-secret"
+	UnitDir    = contract.UnitDir
+	SSHDDropIn = "/etc/ssh/sshd_config.d/60-agentkeys-eic.conf"
+	BrokerUnit = "agentkeys-broker.service"
+	// BrokerEnv is read for the deployed issuer when the broker unit names
+	// no environment file (hosts of the first agent versions).
+	BrokerEnv  = contract.EnvDir + "/broker.env"
+	EICCommand = "/usr/share/ec2-instance-connect/eic_run_authorized_keys"
+	EICUser    = "ec2-instance-connect"
 )
 
 // Core returns the core steps in run order, with nginx and certificate steps
@@ -32,22 +33,13 @@ func Core(extra ...agent.Step) (guard agent.Step, list []agent.Step) {
 	return Identity{}, append(list, Health{})
 }
 
-// UnitName is the systemd unit of service name.
-func UnitName(name string) string { return "agentkeys-" + name + ".service" }
-
-// BinPath is where service name's binary is installed.
-func BinPath(name string) string { return path.Join(BinDir, name) }
-
-// MasterSecretPath, KeysDir, OIDCKeyPath, SessionKeyPath under the state dir.
-func MasterSecretPath(s *spec.HostSpec) string { return path.Join(s.StateDir, MasterSecret) }
-func KeysDir(s *spec.HostSpec) string          { return path.Join(s.StateDir, "keys") }
-func OIDCKeyPath(s *spec.HostSpec) string      { return path.Join(KeysDir(s), "oidc-keypair.json") }
-func SessionKeyPath(s *spec.HostSpec) string   { return path.Join(KeysDir(s), "session-keypair.json") }
-
-// Agent state files, root-only, in the state dir.
-func fingerprintPath(s *spec.HostSpec) string { return path.Join(s.StateDir, "build.fingerprint") }
-func binariesPath(s *spec.HostSpec) string    { return path.Join(s.StateDir, "binaries.json") }
-func unitsStatePath(s *spec.HostSpec) string  { return path.Join(s.StateDir, "units.state") }
+// Agent state files, root-only, in the agent dir.
+func fingerprintPath(s *spec.HostSpec) string {
+	return path.Join(agent.AgentDir(s.StateDir), "build.fingerprint")
+}
+func binariesPath(s *spec.HostSpec) string {
+	return path.Join(agent.AgentDir(s.StateDir), "binaries.json")
+}
 
 func sha(b []byte) string {
 	h := sha256.Sum256(b)

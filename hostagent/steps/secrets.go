@@ -2,10 +2,7 @@ package steps
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -14,38 +11,145 @@ import (
 	"os"
 	"path"
 	"strings"
+	"time"
 
+	"github.com/agentkeys/agentkeys-infra/contract"
 	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
 	"github.com/agentkeys/agentkeys-infra/hostagent/fsx"
 	"github.com/agentkeys/agentkeys-infra/hostagent/spec"
-	jose "github.com/go-jose/go-jose/v4"
 )
 
-// Secrets writes the dev_key_service master secret once (never overwritten,
-// never rotated: every derived wallet depends on it) and mints the broker's
-// oidc and session ES256 keypairs once. The master secret is root:root 0600:
-// only systemd reads it, to hand it to the signer (LoadCredential); the
-// keypairs belong to the service user, for the broker. An existing file that
-// does not parse is an error naming it; it is never replaced. Every secret
-// minted (or found) is recorded with its sha256 in the root-only
-// SecretsRecord: a recorded secret whose file is gone is an error (restore
-// it from a backup), never a silent rotation, and so is one whose content no
-// longer has the recorded sha256 (the service user, who owns the state
-// dir, can replace the file with another well-formed secret).
+// Secrets makes sure every secret of the spec exists once and is never
+// rotated: the dev_key_service master secret (its own file), the workers'
+// KEKs (a line of their env files), the broker's oidc and session keypairs
+// (in the broker's own file format) and the session public key its
+// consumers load. What a host already has is adopted byte for byte,
+// including a host set up by the old scripts (same paths) and keypairs the
+// old default placed under /home/ubuntu; what is missing is minted. A
+// secret present but malformed is an error naming its file, never replaced.
+// Every secret is recorded with its sha256 in the root-only SecretsRecord:
+// a recorded secret that disappears or changes is an error (restore it from
+// a backup), never a silent rotation.
 type Secrets struct{}
 
 func (Secrets) Name() string { return "secrets" }
 
-// SecretsRecord is the host path of the record of minted secrets: secret
-// path -> the sha256 of its content when it was minted or first found.
+// SecretsRecord is the host path of the record of secrets: key -> sha256.
+// Keys are a keypair's path, or "<file>#<VAR>" for a secret value.
 func SecretsRecord(s *spec.HostSpec) string {
 	return path.Join(agent.AgentDir(s.StateDir), "secrets.json")
+}
+
+// LegacyKeyDir is where the old default placed the broker keypairs (the
+// broker run from the ubuntu user's HOME).
+const LegacyKeyDir = "/home/ubuntu/.agentkeys/broker"
+
+func secretKey(sec spec.Secret) string { return sec.File + "#" + sec.Var }
+
+type secretsRecord map[string]string
+
+func readSecretsRecord(env *agent.Env) (secretsRecord, error) {
+	rec := secretsRecord{}
+	p := SecretsRecord(env.Spec)
+	found, err := fsx.ReadJSON(env.Root, p, &rec)
+	if err != nil && !found {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s does not parse (%v): it records which secrets this host has; restore it from a backup", p, err)
+	}
+	return rec, nil
+}
+
+func (rec secretsRecord) save(env *agent.Env, res *agent.Result, key, sum string) error {
+	if rec[key] == sum || env.DryRun {
+		return nil
+	}
+	rec[key] = sum
+	if _, err := env.EnsureDir(nil, agent.AgentDir(env.Spec.StateDir), 0o700, mustRoot(env)); err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(rec, "", "  ")
+	if _, err := env.WriteFile(nil, SecretsRecord(env.Spec), append(b, '\n'), 0o600, mustRoot(env)); err != nil {
+		return err
+	}
+	res.Changes = append(res.Changes, "recorded "+key+" in "+SecretsRecord(env.Spec))
+	return nil
+}
+
+func (rec secretsRecord) missing(env *agent.Env, key, what string) error {
+	if sum, ok := rec[key]; ok {
+		return fmt.Errorf("%s is missing, but this host had it (sha256 %s, recorded in %s); it is never created again, as a new one would be a silent rotation: restore it from a backup and re-run (only on a host with no wallets, stored credentials or sessions to keep, delete its entry from %s)",
+			what, sum, SecretsRecord(env.Spec), SecretsRecord(env.Spec))
+	}
+	return nil
+}
+
+func (rec secretsRecord) changed(env *agent.Env, key, what, sum string) error {
+	if old, ok := rec[key]; ok && old != sum {
+		return fmt.Errorf("%s was replaced: its sha256 is %s, but this host's is %s (recorded in %s); the agent does not use or record the new one: restore the recorded one from a backup and re-run (only if the new one is wanted and nothing depends on the old, delete its entry from %s)",
+			what, sum, old, SecretsRecord(env.Spec), SecretsRecord(env.Spec))
+	}
+	return nil
+}
+
+// readVar returns the value of name in the env file at p ("", false when
+// the file or the line is absent).
+func readVar(env *agent.Env, p, name string) (string, bool, error) {
+	b, err := os.ReadFile(env.Path(p))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	m, err := agent.EnvMap(b)
+	if err != nil {
+		return "", false, fmt.Errorf("%s does not parse as an environment file (%v); it holds a secret, so the agent will not rewrite it: fix it by hand", p, err)
+	}
+	v, ok := m[name]
+	return v, ok, nil
+}
+
+// SecretValues reads every secret's current value from its home, checked
+// against its format and the record. A minted secret that is missing is an
+// error (run the secrets step); a carried-over one is simply absent.
+func SecretValues(env *agent.Env) (map[string]string, error) {
+	rec, err := readSecretsRecord(env)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, sec := range env.Spec.Secrets {
+		v, ok, err := readVar(env, sec.File, sec.Var)
+		if err != nil {
+			return nil, err
+		}
+		what := sec.Var + " in " + sec.File
+		if !ok {
+			if err := rec.missing(env, secretKey(sec), what); err != nil {
+				return nil, err
+			}
+			if sec.Kind == string(contract.Minted) && !env.DryRun {
+				return nil, fmt.Errorf("%s is not on the host; run the secrets step first", what)
+			}
+			continue
+		}
+		if err := contract.SecretFormat(sec.Format).Check(v); err != nil {
+			return nil, fmt.Errorf("%s %v; it is never replaced automatically: restore it from a backup", what, err)
+		}
+		if err := rec.changed(env, secretKey(sec), what, sha([]byte(v))); err != nil {
+			return nil, err
+		}
+		out[sec.ID] = v
+	}
+	return out, nil
 }
 
 func (Secrets) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	res := agent.Result{Step: "secrets"}
 	s := env.Spec
-	o, err := serviceOwner(env, false)
+	svcUser, err := serviceOwner(env, false)
 	if err != nil {
 		return res, err
 	}
@@ -53,32 +157,225 @@ func (Secrets) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	if err != nil {
 		return res, err
 	}
-	if _, err := env.EnsureDir(&res, KeysDir(s), 0o700, o); err != nil {
-		return res, err
-	}
-	if err := ensureSecret(env, &res, rec, MasterSecretPath(s), mustRoot(env), newMasterSecret, checkMasterSecret); err != nil {
-		return res, err
-	}
-	fsx.Fault("secrets:after-master-secret")
-	for _, k := range []struct{ path, envVar, legacy string }{
-		{OIDCKeyPath(s), "BROKER_OIDC_KEYPAIR_PATH", LegacyKeyDir + "/oidc-keypair.json"},
-		{SessionKeyPath(s), "BROKER_SESSION_KEYPAIR_PATH", LegacyKeyDir + "/session-keypair.json"},
-	} {
-		// A host set up by the old scripts keeps its broker keys: the running
-		// broker's key file is taken over, so JWKS and sessions survive.
-		deployed, _, err := DeployedBrokerVar(env.Root, k.envVar)
-		if err != nil {
-			return res, err
-		}
-		if err := ensureSecret(env, &res, rec, k.path, o, newKeypair, checkKeypair, deployed, k.legacy); err != nil {
+	for _, d := range s.Dirs {
+		if _, err := env.EnsureDir(&res, d.Path, fs.FileMode(d.Mode), svcUser); err != nil {
 			return res, err
 		}
 	}
-	return res, nil
+	for _, sec := range s.Secrets {
+		if err := ensureSecret(env, &res, rec, sec); err != nil {
+			return res, err
+		}
+	}
+	fsx.Fault("secrets:after-values")
+	for _, k := range s.Keypairs {
+		if err := ensureKeypair(env, &res, rec, k, svcUser); err != nil {
+			return res, err
+		}
+	}
+	return res, ensurePublicKey(env, &res, svcUser)
 }
 
-// LegacyKeyDir is where the old scripts kept the broker keypairs (spec §0.2).
-const LegacyKeyDir = "/home/ubuntu/.agentkeys/broker"
+func ensureSecret(env *agent.Env, res *agent.Result, rec secretsRecord, sec spec.Secret) error {
+	what := sec.Var + " in " + sec.File
+	key := secretKey(sec)
+	v, ok, err := readVar(env, sec.File, sec.Var)
+	if err != nil {
+		return err
+	}
+	root := mustRoot(env)
+	if ok {
+		if err := contract.SecretFormat(sec.Format).Check(v); err != nil {
+			return fmt.Errorf("%s %v; it is never replaced automatically: restore it from a backup, or (only on a host with nothing encrypted or derived from it) delete the line and its entry in %s so a new one is minted",
+				what, err, SecretsRecord(env.Spec))
+		}
+		sum := sha([]byte(v))
+		if err := rec.changed(env, key, what, sum); err != nil {
+			return err
+		}
+		if err := rec.save(env, res, key, sum); err != nil {
+			return err
+		}
+		if sec.Own {
+			return fixMode(env, res, sec.File, 0o600, root)
+		}
+		return nil
+	}
+	if err := rec.missing(env, key, what); err != nil {
+		return err
+	}
+	switch {
+	case sec.Kind == string(contract.CarriedOver):
+		// Carried over from the running broker's environment (a unit the
+		// old scripts wrote), when it has one; never minted.
+		v, src, err := DeployedBrokerVar(env.Root, sec.Var)
+		if err != nil || v == "" || src == sec.File {
+			return err
+		}
+		if err := contract.SecretFormat(sec.Format).Check(v); err != nil {
+			return fmt.Errorf("%s (carried over from %s) %v", sec.Var, src, err)
+		}
+		res.Changes = append(res.Changes, "carried "+sec.Var+" over from "+src)
+	default:
+		if v, err = mintHex(); err != nil {
+			return err
+		}
+		res.Changes = append(res.Changes, "minted "+what)
+	}
+	if env.DryRun {
+		res.Changes[len(res.Changes)-1] = "would " + res.Changes[len(res.Changes)-1]
+		return nil
+	}
+	if err := upsertVar(env, res, sec, v); err != nil {
+		return err
+	}
+	return rec.save(env, res, key, sha([]byte(v)))
+}
+
+// upsertVar adds the secret's line to its file, keeping what is there.
+func upsertVar(env *agent.Env, res *agent.Result, sec spec.Secret, v string) error {
+	cur, err := os.ReadFile(env.Path(sec.File))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	var b strings.Builder
+	if len(cur) == 0 {
+		fmt.Fprintf(&b, "# %s (stack %s). Never regenerate: what was derived or\n# encrypted with it would be lost.\n", agent.ManagedMarker, env.Spec.Stack)
+	} else {
+		b.Write(cur)
+		if !strings.HasSuffix(string(cur), "\n") {
+			b.WriteString("\n")
+		}
+	}
+	b.WriteString(sec.Var + "=" + agent.QuoteEnv(v) + "\n")
+	if _, err := env.Backup(res, sec.File, false); err != nil {
+		return err
+	}
+	// The mode never widens: systemd reads it as root.
+	_, err = env.WriteFile(res, sec.File, []byte(b.String()), 0o600, mustRoot(env))
+	return err
+}
+
+func mintHex() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
+}
+
+func ensureKeypair(env *agent.Env, res *agent.Result, rec secretsRecord, k spec.Keypair, o ownerT) error {
+	check := func(b []byte) error { _, err := contract.ParseKeypair(k.Purpose, b); return err }
+	b, err := os.ReadFile(env.Path(k.Path))
+	switch {
+	case err == nil:
+		if err := check(b); err != nil {
+			return fmt.Errorf("the broker's %s keypair %s %v; the broker would not boot (BOOT_FAIL), and it is never replaced automatically: restore it from a backup, or (only on a host with no sessions or federated tokens to keep) delete it and its entry in %s so a new one is minted",
+				k.Purpose, k.Path, err, SecretsRecord(env.Spec))
+		}
+		if err := rec.changed(env, k.Path, k.Path, sha(b)); err != nil {
+			return err
+		}
+		if err := rec.save(env, res, k.Path, sha(b)); err != nil {
+			return err
+		}
+		return fixMode(env, res, k.Path, 0o600, o)
+	case !errors.Is(err, fs.ErrNotExist):
+		return err
+	}
+	if err := rec.missing(env, k.Path, k.Path); err != nil {
+		return err
+	}
+	// A broker the old scripts ran keeps its keys: the running unit's
+	// configured path, then the old HOME default.
+	var candidates []string
+	envVar := map[string]string{"oidc": "BROKER_OIDC_KEYPAIR_PATH", "session": "BROKER_SESSION_KEYPAIR_PATH"}[k.Purpose]
+	if p, _, err := DeployedBrokerVar(env.Root, envVar); err != nil {
+		return err
+	} else if p != "" {
+		candidates = append(candidates, p)
+	}
+	candidates = append(candidates, path.Join(LegacyKeyDir, k.Purpose+"-keypair.json"))
+	data, from, err := adoptable(env, k.Path, check, candidates)
+	if err != nil {
+		return err
+	}
+	if env.DryRun {
+		if from != "" {
+			res.Changes = append(res.Changes, "would adopt "+k.Path+" from "+from)
+		} else {
+			res.Changes = append(res.Changes, "would mint the "+k.Purpose+" keypair "+k.Path)
+		}
+		return nil
+	}
+	if from != "" {
+		res.Changes = append(res.Changes, "adopted "+k.Path+" from "+from)
+	} else if data, err = contract.MintKeypair(k.Purpose, time.Now()); err != nil {
+		return err
+	} else {
+		res.Changes = append(res.Changes, "minted the "+k.Purpose+" keypair "+k.Path)
+	}
+	if _, err := env.CreateOnce(res, k.Path, data, 0o600, o); err != nil {
+		return err
+	}
+	// A concurrent creator may have won: record what is there.
+	if data, err = os.ReadFile(env.Path(k.Path)); err != nil {
+		return err
+	}
+	return rec.save(env, res, k.Path, sha(data))
+}
+
+// ensurePublicKey exports the session public key where the signer loads it
+// and as BROKER_CAP_PUBKEY_PEM for the workers, before any of them starts
+// (the broker rewrites the same bytes at each boot).
+func ensurePublicKey(env *agent.Env, res *agent.Result, o ownerT) error {
+	s := env.Spec
+	k, ok := s.Keypair("session")
+	if !ok {
+		return nil
+	}
+	b, err := os.ReadFile(env.Path(k.Path))
+	if errors.Is(err, fs.ErrNotExist) && env.DryRun {
+		res.Changes = append(res.Changes, "would export the session public key to "+k.PublicPEM+" and "+s.PubKeyEnv)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	kp, err := contract.ParseKeypair("session", b)
+	if err != nil {
+		return fmt.Errorf("%s: %v", k.Path, err)
+	}
+	pub, err := contract.PublicPEM(&kp.Key.PublicKey)
+	if err != nil {
+		return err
+	}
+	if k.PublicPEM != "" {
+		// Same key already there (in any encoding): leave the broker's copy.
+		cur, err := os.ReadFile(env.Path(k.PublicPEM))
+		same := false
+		if err == nil {
+			if ck, err := contract.ParseSPKIP256(cur); err == nil && ck.Equal(&kp.Key.PublicKey) {
+				same = true
+			}
+		}
+		if !same {
+			if _, err := env.WriteFile(res, k.PublicPEM, pub, 0o644, o); err != nil {
+				return err
+			}
+		} else if err := fixMode(env, res, k.PublicPEM, 0o644, o); err != nil {
+			return err
+		}
+	}
+	if s.PubKeyEnv != "" {
+		eb := agent.RenderEnv(header(s)+"\nThe broker session public key (SPKI PEM): the cap-token key the workers verify.",
+			map[string]string{contract.VarCapPubKey: string(pub)})
+		if _, err := env.WriteManaged(res, s.PubKeyEnv, eb, 0o644, mustRoot(env)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // adoptable returns the content of the first candidate that exists (and is
 // not path itself); one that exists but does not parse is an error, never
@@ -103,173 +400,28 @@ func adoptable(env *agent.Env, path string, check func([]byte) error, candidates
 	return nil, "", nil
 }
 
-type secretsRecord map[string]string
-
-func readSecretsRecord(env *agent.Env) (secretsRecord, error) {
-	rec := secretsRecord{}
-	p := SecretsRecord(env.Spec)
-	found, err := fsx.ReadJSON(env.Root, p, &rec)
-	if err != nil && !found {
-		return nil, err
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%s does not parse (%v): it records which secrets this host minted; restore it from a backup", p, err)
-	}
-	return rec, nil
-}
-
-// record adds path (with its content's hash) to the record of minted
-// secrets. It is written after the secret, so a crash in between leaves a
-// secret the next run records, never a record without its secret.
-func record(env *agent.Env, res *agent.Result, rec secretsRecord, path string, data []byte) error {
-	if _, ok := rec[path]; ok || env.DryRun {
-		return nil
-	}
-	rec[path] = sha(data)
-	if _, err := env.EnsureDir(nil, agent.AgentDir(env.Spec.StateDir), 0o700, mustRoot(env)); err != nil {
-		return err
-	}
-	b, _ := json.MarshalIndent(rec, "", "  ")
-	if _, err := env.WriteFile(nil, SecretsRecord(env.Spec), append(b, '\n'), 0o600, mustRoot(env)); err != nil {
-		return err
-	}
-	res.Changes = append(res.Changes, "recorded "+path+" in "+SecretsRecord(env.Spec))
-	return nil
-}
-
-// ensureSecret makes sure path holds a valid secret: kept when present,
-// else taken over from the first of adoptFrom that exists (left in place),
-// else minted.
-func ensureSecret(env *agent.Env, res *agent.Result, rec secretsRecord, path string, o ownerT, mint func() ([]byte, error), check func([]byte) error, adoptFrom ...string) error {
-	b, err := os.ReadFile(env.Path(path))
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		if sum, minted := rec[path]; minted {
-			return fmt.Errorf("%s is missing, but this host minted it (sha256 %s, recorded in %s); it is never minted again, as a new one would be a silent rotation: restore it from a backup and re-run (only on a host with no wallets, keys or sessions to keep, delete its entry from %s to mint a new one)",
-				path, sum, SecretsRecord(env.Spec), SecretsRecord(env.Spec))
-		}
-		data, from, err := adoptable(env, path, check, adoptFrom)
-		if err != nil {
-			return err
-		}
-		if env.DryRun {
-			if from != "" {
-				res.Changes = append(res.Changes, "would adopt "+path+" from "+from)
-			} else {
-				res.Changes = append(res.Changes, "would create "+path)
-			}
-			return nil
-		}
-		if from != "" {
-			res.Changes = append(res.Changes, "adopted "+path+" from "+from)
-		} else if data, err = mint(); err != nil {
-			return err
-		}
-		if _, err := env.CreateOnce(res, path, data, 0o600, o); err != nil {
-			return err
-		}
-		// A concurrent creator may have won: record what is there.
-		if data, err = os.ReadFile(env.Path(path)); err != nil {
-			return err
-		}
-		return record(env, res, rec, path, data)
-	case err != nil:
-		return err
-	}
-	if err := check(b); err != nil {
-		return fmt.Errorf("%s exists but %v; it is never replaced automatically: restore it from a backup, or (only on a host with no wallets or sessions to keep) delete it and its entry in %s so a new one is minted", path, err, SecretsRecord(env.Spec))
-	}
-	// The file sits in a directory the service user can write: a
-	// well-formed secret there is not necessarily the one this host minted.
-	if sum, ok := rec[path]; ok && sum != sha(b) {
-		return fmt.Errorf("%s was replaced: its sha256 is %s, but this host minted (or first found) the one with sha256 %s, recorded in %s; the agent does not use or record the new one: restore the recorded one from a backup and re-run (only on a host with no wallets, keys or sessions to keep, delete its entry from %s to record the file as it is now)",
-			path, sha(b), sum, SecretsRecord(env.Spec), SecretsRecord(env.Spec))
-	}
-	if err := record(env, res, rec, path, b); err != nil {
-		return err
-	}
-	// Mode and owner only: the bytes are kept as they are.
-	return fixMode(env, res, path, o)
-}
-
-func fixMode(env *agent.Env, res *agent.Result, path string, o ownerT) error {
-	b, err := os.ReadFile(env.Path(path))
+func fixMode(env *agent.Env, res *agent.Result, p string, mode fs.FileMode, o ownerT) error {
+	b, err := os.ReadFile(env.Path(p))
 	if err != nil {
 		return err
 	}
-	d, err := fsx.Differs(env.Root, path, b, 0o600, o)
+	d, err := fsx.Differs(env.Root, p, b, mode, o)
 	if err != nil || !d {
 		return err
 	}
 	if env.DryRun {
-		res.Changes = append(res.Changes, "would fix mode/owner of "+path)
+		res.Changes = append(res.Changes, "would fix mode/owner of "+p)
 		return nil
 	}
-	p := env.Path(path)
-	if err := os.Chmod(p, 0o600); err != nil {
+	hp := env.Path(p)
+	if err := os.Chmod(hp, mode); err != nil {
 		return err
 	}
 	if o.UID >= 0 || o.GID >= 0 {
-		if err := os.Lchown(p, o.UID, o.GID); err != nil {
+		if err := os.Lchown(hp, o.UID, o.GID); err != nil {
 			return err
 		}
 	}
-	res.Changes = append(res.Changes, "fixed mode/owner of "+path)
+	res.Changes = append(res.Changes, "fixed mode/owner of "+p)
 	return nil
-}
-
-func newMasterSecret() ([]byte, error) {
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return nil, err
-	}
-	return []byte(hex.EncodeToString(b) + "\n"), nil
-}
-
-func checkMasterSecret(b []byte) error {
-	s := strings.TrimSpace(string(b))
-	raw, err := hex.DecodeString(s)
-	if err != nil || len(raw) != 32 {
-		return errors.New("is not 32 bytes of hex")
-	}
-	return nil
-}
-
-func newKeypair() ([]byte, error) {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	jwk := jose.JSONWebKey{Key: k, Algorithm: string(jose.ES256), Use: "sig"}
-	tp, err := jwk.Thumbprint(cryptoSHA256)
-	if err != nil {
-		return nil, err
-	}
-	jwk.KeyID = base64.RawURLEncoding.EncodeToString(tp)
-	b, err := json.MarshalIndent(jwk, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	return append(b, '\n'), nil
-}
-
-// ParseKeypair reads a keypair file: a private P-256 JWK with a kid.
-func ParseKeypair(b []byte) (*jose.JSONWebKey, error) {
-	var jwk jose.JSONWebKey
-	if err := json.Unmarshal(b, &jwk); err != nil {
-		return nil, fmt.Errorf("is not a JWK (%v)", err)
-	}
-	k, ok := jwk.Key.(*ecdsa.PrivateKey)
-	if !ok || k.Curve != elliptic.P256() {
-		return nil, errors.New("is not a private P-256 (ES256) key")
-	}
-	if jwk.KeyID == "" {
-		return nil, errors.New("has no kid")
-	}
-	return &jwk, nil
-}
-
-func checkKeypair(b []byte) error {
-	_, err := ParseKeypair(b)
-	return err
 }

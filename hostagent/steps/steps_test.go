@@ -7,9 +7,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -82,20 +82,41 @@ func TestConvergeThenNoop(t *testing.T) {
 	assert.True(t, sum.Health["broker-jwks"].OK)
 	assert.True(t, sum.Health["broker-openid-configuration"].OK)
 	assert.Len(t, sum.Health, len(s.Services)+2)
-	assert.Equal(t, []string{"agentkeys-audit.service", "agentkeys-broker.service", "agentkeys-signer.service"}, sb.Units())
+	var units []string
+	for _, svc := range s.Services {
+		units = append(units, svc.Unit)
+	}
+	sort.Strings(units)
+	assert.Equal(t, units, sb.Units(), "every unit of the contract runs")
 
-	// The chain reaches every env file; the broker gets its key paths.
+	// The env files are the contract's: the setup script's names and binds.
 	benv := read(t, env, "/etc/agentkeys/broker.env")
+	assert.Contains(t, benv, "# "+agent.ManagedMarker)
 	assert.Contains(t, benv, "AGENTKEYS_CHAIN=heima\n")
-	assert.Contains(t, benv, "REGISTRY_HEIMA=0x00000000000000000000000000000000000000aa\n")
-	assert.Contains(t, benv, "RPC_URL_HEIMA=wss://")
-	assert.Contains(t, benv, "BROKER_OIDC_KEYPAIR_PATH=/var/lib/agentkeys/keys/oidc-keypair.json\n")
-	assert.Contains(t, read(t, env, "/etc/agentkeys/worker-audit.env"), "REGISTRY_HEIMA=")
-	assert.Contains(t, read(t, env, "/etc/systemd/system/agentkeys-signer.service"), "LoadCredential=master-secret:/var/lib/agentkeys/master-secret\n")
-	st, err := os.Stat(env.Path("/var/lib/agentkeys/master-secret"))
+	assert.Contains(t, benv, "SIDECAR_REGISTRY_ADDRESS_HEIMA=0x00000000000000000000000000000000000000a1\n")
+	assert.Contains(t, benv, "AGENTKEYS_CHAIN_RPC_HTTP=https://rpc.heima-parachain.heima.network\n")
+	assert.Contains(t, benv, "HOME=/var/lib/agentkeys\n")
+	assert.Contains(t, benv, "BROKER_DATA_ROLE_ARN=arn:aws:iam::123456789012:role/agentkeys-data-role-test-2\n")
+	assert.NotContains(t, benv, "KEYPAIR_PATH", "the broker's HOME default is the keypairs' place")
+	cenv := read(t, env, "/etc/agentkeys/worker-creds.env")
+	assert.Regexp(t, `(?m)^AGENTKEYS_WORKER_KEK_HEX=[0-9a-f]{64}$`, cenv)
+	assert.Contains(t, cenv, "WORKER_BIND=127.0.0.1:"+strconv.Itoa(s.Service("creds").Port)+"\n")
+	assert.Contains(t, cenv, "AGENTKEYS_WORKER_REQUIRE_STS=1\n")
+	for _, f := range []string{"/etc/agentkeys/worker-creds.env", "/etc/agentkeys/dev-key-service.env"} {
+		st, err := os.Stat(env.Path(f))
+		require.NoError(t, err)
+		assert.Equal(t, os.FileMode(0o600), st.Mode().Perm(), f)
+	}
+	assert.Regexp(t, `(?m)^DEV_KEY_SERVICE_MASTER_SECRET=[0-9a-f]{64}$`, read(t, env, "/etc/agentkeys/dev-key-service.env"))
+	signer := read(t, env, "/etc/systemd/system/agentkeys-signer.service")
+	assert.Contains(t, signer, "ExecStart=/usr/local/bin/agentkeys-mock-server --signer-only --port "+strconv.Itoa(s.Service("signer").Port)+" --broker-session-pubkey-path /var/lib/agentkeys/.agentkeys/broker/session-keypair.pub.pem\n")
+	assert.Contains(t, signer, "EnvironmentFile=/etc/agentkeys/dev-key-service.env\n")
+	assert.Contains(t, read(t, env, "/etc/systemd/system/agentkeys-broker.service"), "Restart=always\n")
+	assert.Contains(t, read(t, env, "/etc/systemd/system/agentkeys-backend.service"), "IPAddressDeny=any\n")
+	pub := read(t, env, "/var/lib/agentkeys/.agentkeys/broker/session-keypair.pub.pem")
+	penv, err := agent.EnvMap([]byte(read(t, env, "/etc/agentkeys/broker-cap-pubkey.env")))
 	require.NoError(t, err)
-	assert.Equal(t, os.FileMode(0o600), st.Mode().Perm())
-	assert.Regexp(t, `^[0-9a-f]{64}\n$`, read(t, env, "/var/lib/agentkeys/master-secret"))
+	assert.Equal(t, pub, penv["BROKER_CAP_PUBKEY_PEM"], "the workers get the key the signer loads")
 
 	callsBefore, _ := sb.Calls()
 	sum = runAll(t, env)
@@ -113,10 +134,10 @@ func TestConvergeThenNoop(t *testing.T) {
 
 	// A changed env value restarts only that unit; a new commit rebuilds
 	// but restarts nothing when the binary bytes are equal.
-	s.Services[2].Env["EXTRA"] = "1"
+	s.Service("audit").Env["AGENTKEYS_WORKER_AUDIT_FLUSH_INTERVAL_SECS"] = "60"
 	sum = runAll(t, env)
 	assert.Equal(t, 1, sum.Counters.Restarts)
-	assert.Contains(t, strings.Join(stepResult(t, sum, "units").Changes, "\n"), "restarted agentkeys-audit.service (env changed)")
+	assert.Contains(t, strings.Join(stepResult(t, sum, "units").Changes, "\n"), "restarted agentkeys-worker-audit.service (env changed)")
 	require.NoError(t, os.WriteFile(filepath.Join(repo.Work, "README"), []byte("docs\n"), 0o644))
 	repo.Commit(t, "docs only")
 	sum = runAll(t, env)
@@ -200,180 +221,6 @@ func TestIdentityUnreadableEnvFileIsAnError(t *testing.T) {
 	assert.NoDirExists(t, env.Path("/var/lib/agentkeys"), "nothing changed")
 }
 
-func TestSecretsWrittenOnceAndNeverReplaced(t *testing.T) {
-	env, _ := newEnv(t, sandboxtest.Spec(t, sandboxtest.NewRepo(t)))
-	_, err := Users{}.Run(context.Background(), env)
-	require.NoError(t, err)
-	res, err := Secrets{}.Run(context.Background(), env)
-	require.NoError(t, err)
-	assert.Len(t, res.Changes, 7, "keys dir, master secret, two keypairs, each recorded: %v", res.Changes)
-	before := map[string]string{}
-	for _, p := range []string{MasterSecretPath(env.Spec), OIDCKeyPath(env.Spec), SessionKeyPath(env.Spec)} {
-		before[p] = read(t, env, p)
-	}
-	k, err := ParseKeypair([]byte(before[OIDCKeyPath(env.Spec)]))
-	require.NoError(t, err)
-	assert.Equal(t, "ES256", k.Algorithm)
-	assert.NotEqual(t, before[OIDCKeyPath(env.Spec)], before[SessionKeyPath(env.Spec)])
-
-	res, err = Secrets{}.Run(context.Background(), env)
-	require.NoError(t, err)
-	assert.Empty(t, res.Changes)
-	for p, b := range before {
-		assert.Equal(t, b, read(t, env, p))
-	}
-
-	// A damaged keypair is an error naming the file; it is left as it is.
-	require.NoError(t, os.WriteFile(env.Path(SessionKeyPath(env.Spec)), []byte("{not json"), 0o600))
-	_, err = Secrets{}.Run(context.Background(), env)
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "/var/lib/agentkeys/keys/session-keypair.json exists but is not a JWK")
-	assert.Contains(t, err.Error(), "restore it from a backup")
-	assert.Equal(t, "{not json", read(t, env, SessionKeyPath(env.Spec)))
-	require.NoError(t, os.WriteFile(env.Path(MasterSecretPath(env.Spec)), []byte("short\n"), 0o600))
-	_, err = Secrets{}.Run(context.Background(), env)
-	assert.ErrorContains(t, err, "/var/lib/agentkeys/master-secret exists but is not 32 bytes of hex")
-}
-
-// The master secret is root's alone (systemd hands it to the signer); the
-// broker's keypairs stay the service user's.
-func TestSecretOwners(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("ownership needs root")
-	}
-	env, _ := newEnv(t, sandboxtest.Spec(t, sandboxtest.NewRepo(t)))
-	_, err := Users{}.Run(context.Background(), env)
-	require.NoError(t, err)
-	svcUID, _, err := env.Sys.LookupUser(env.Spec.ServiceUser)
-	require.NoError(t, err)
-	require.NotZero(t, svcUID)
-	owner := func(p string) (uint32, os.FileMode) {
-		st, err := os.Stat(env.Path(p))
-		require.NoError(t, err)
-		return st.Sys().(*syscall.Stat_t).Uid, st.Mode().Perm()
-	}
-	// A host set up by an earlier agent: the master secret is the service user's.
-	require.NoError(t, os.WriteFile(env.Path(MasterSecretPath(env.Spec)), []byte(strings.Repeat("ab", 32)+"\n"), 0o640))
-	require.NoError(t, os.Chown(env.Path(MasterSecretPath(env.Spec)), svcUID, svcUID))
-	res, err := Secrets{}.Run(context.Background(), env)
-	require.NoError(t, err)
-	assert.Contains(t, res.Changes, "fixed mode/owner of "+MasterSecretPath(env.Spec))
-	uid, mode := owner(MasterSecretPath(env.Spec))
-	assert.Equal(t, uint32(0), uid, "master secret owned by root")
-	assert.Equal(t, os.FileMode(0o600), mode)
-	for _, p := range []string{OIDCKeyPath(env.Spec), SessionKeyPath(env.Spec)} {
-		uid, mode := owner(p)
-		assert.Equal(t, uint32(svcUID), uid, "%s owned by the service user (the broker reads it)", p)
-		assert.Equal(t, os.FileMode(0o600), mode)
-	}
-	uid, mode = owner(SecretsRecord(env.Spec))
-	assert.Equal(t, uint32(0), uid)
-	assert.Equal(t, os.FileMode(0o600), mode)
-	st, err := os.Stat(env.Path(agent.AgentDir(env.Spec.StateDir)))
-	require.NoError(t, err)
-	assert.Equal(t, os.FileMode(0o700), st.Mode().Perm(), "the agent's record dir is root-only")
-	assert.Equal(t, uint32(0), st.Sys().(*syscall.Stat_t).Uid)
-}
-
-// A secret this host minted is never minted again: a missing file is an
-// error naming the backup to restore, and nothing is written.
-func TestMissingMintedSecretIsAnErrorNotARotation(t *testing.T) {
-	for _, which := range []string{"master-secret", "oidc", "session"} {
-		t.Run(which, func(t *testing.T) {
-			env, _ := newEnv(t, sandboxtest.Spec(t, sandboxtest.NewRepo(t)))
-			_, err := Users{}.Run(context.Background(), env)
-			require.NoError(t, err)
-			_, err = Secrets{}.Run(context.Background(), env)
-			require.NoError(t, err)
-			p := map[string]string{"master-secret": MasterSecretPath(env.Spec), "oidc": OIDCKeyPath(env.Spec), "session": SessionKeyPath(env.Spec)}[which]
-			orig := read(t, env, p)
-			st, err := os.Stat(env.Path(p))
-			require.NoError(t, err)
-			require.NoError(t, os.Remove(env.Path(p)))
-
-			for _, dry := range []bool{true, false} {
-				env.DryRun = dry
-				_, err = Secrets{}.Run(context.Background(), env)
-				require.Error(t, err, "dry run %v", dry)
-				assert.Contains(t, err.Error(), p+" is missing, but this host minted it (sha256 "+sha([]byte(orig)))
-				assert.Contains(t, err.Error(), "restore it from a backup")
-				assert.NoFileExists(t, env.Path(p), "not re-minted")
-			}
-			env.DryRun = false
-
-			// Restored from the backup: converged, nothing else changes.
-			require.NoError(t, os.WriteFile(env.Path(p), []byte(orig), 0o600))
-			ids := st.Sys().(*syscall.Stat_t)
-			require.NoError(t, os.Chown(env.Path(p), int(ids.Uid), int(ids.Gid)))
-			res, err := Secrets{}.Run(context.Background(), env)
-			require.NoError(t, err)
-			assert.Empty(t, res.Changes)
-			assert.Equal(t, orig, read(t, env, p))
-		})
-	}
-
-	// A host whose secrets predate the record: they are recorded as found,
-	// and from then on guarded the same way.
-	env, _ := newEnv(t, sandboxtest.Spec(t, sandboxtest.NewRepo(t)))
-	_, err := Users{}.Run(context.Background(), env)
-	require.NoError(t, err)
-	_, err = Secrets{}.Run(context.Background(), env)
-	require.NoError(t, err)
-	require.NoError(t, os.Remove(env.Path(SecretsRecord(env.Spec))))
-	res, err := Secrets{}.Run(context.Background(), env)
-	require.NoError(t, err)
-	assert.Contains(t, res.Changes, "recorded "+MasterSecretPath(env.Spec)+" in "+SecretsRecord(env.Spec))
-	require.NoError(t, os.Remove(env.Path(MasterSecretPath(env.Spec))))
-	_, err = Secrets{}.Run(context.Background(), env)
-	assert.ErrorContains(t, err, "is missing, but this host minted it")
-}
-
-// A recorded secret replaced by another well-formed one (the service user
-// owns the state dir the master secret is in) is an error naming the
-// recorded hash, in plan as in apply; the file is left as it is, and
-// restoring the recorded one converges.
-func TestReplacedRecordedSecretIsAnError(t *testing.T) {
-	for _, which := range []string{"master-secret", "oidc"} {
-		t.Run(which, func(t *testing.T) {
-			env, _ := newEnv(t, sandboxtest.Spec(t, sandboxtest.NewRepo(t)))
-			ctx := context.Background()
-			_, err := Users{}.Run(ctx, env)
-			require.NoError(t, err)
-			_, err = Secrets{}.Run(ctx, env)
-			require.NoError(t, err)
-			p, mint := MasterSecretPath(env.Spec), newMasterSecret
-			if which == "oidc" {
-				p, mint = OIDCKeyPath(env.Spec), newKeypair
-			}
-			orig := read(t, env, p)
-			st, err := os.Stat(env.Path(p))
-			require.NoError(t, err)
-			other, err := mint()
-			require.NoError(t, err)
-			require.NoError(t, os.WriteFile(env.Path(p), other, 0o600))
-			ids := st.Sys().(*syscall.Stat_t)
-			require.NoError(t, os.Chown(env.Path(p), int(ids.Uid), int(ids.Gid)))
-			rec := read(t, env, SecretsRecord(env.Spec))
-
-			for _, dry := range []bool{true, false} {
-				env.DryRun = dry
-				_, err = Secrets{}.Run(ctx, env)
-				require.Error(t, err, "dry run %v", dry)
-				assert.Contains(t, err.Error(), p+" was replaced: its sha256 is "+sha(other)+", but this host minted (or first found) the one with sha256 "+sha([]byte(orig)))
-				assert.Contains(t, err.Error(), "restore the recorded one from a backup")
-				assert.Equal(t, string(other), read(t, env, p), "left as it is")
-				assert.Equal(t, rec, read(t, env, SecretsRecord(env.Spec)), "the record is unchanged")
-			}
-			env.DryRun = false
-
-			require.NoError(t, os.WriteFile(env.Path(p), []byte(orig), 0o600))
-			res, err := Secrets{}.Run(ctx, env)
-			require.NoError(t, err)
-			assert.Empty(t, res.Changes)
-		})
-	}
-}
-
 // As in systemd, a variable set by the unit's EnvironmentFile overrides
 // the same one set by an Environment= line, whichever comes first.
 func TestDeployedBrokerVarEnvFileWins(t *testing.T) {
@@ -421,10 +268,10 @@ func TestSourceAdoptsOldCheckoutAndRefusesDirtyMove(t *testing.T) {
 	assert.Empty(t, res.Changes)
 
 	next := repo.Commit(t, "next")
-	require.NoError(t, os.WriteFile(env.Path("/home/agentkey/agentKeys/main.go"), []byte("package main\n"), 0o644))
+	require.NoError(t, os.WriteFile(env.Path("/home/agentkey/agentKeys/build.sh"), []byte("true\n"), 0o644))
 	_, err = Source{}.Run(context.Background(), env)
 	assert.ErrorContains(t, err, "/home/agentkey/agentKeys has uncommitted changes; commit or stash them")
-	sandboxtest.Git(t, env.Path("/home/agentkey/agentKeys"), "checkout", "--", "main.go")
+	sandboxtest.Git(t, env.Path("/home/agentkey/agentKeys"), "checkout", "--", "build.sh")
 	res, err = Source{}.Run(context.Background(), env)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"checked out main (" + next[:12] + ")"}, res.Changes)
@@ -442,12 +289,13 @@ func TestBuildSkipsWhenFingerprintUnchanged(t *testing.T) {
 	require.NoError(t, err)
 	res, err := Build{}.Run(context.Background(), env)
 	require.NoError(t, err)
-	assert.Contains(t, res.Changes, "wrote /usr/local/lib/agentkeys/bin/broker")
+	assert.Contains(t, res.Changes, "wrote /usr/local/bin/agentkeys-broker-server")
+	assert.Contains(t, res.Changes, "wrote /usr/local/bin/agentkeys-mock-server", "one binary for backend and signer")
 	builds := func() int {
 		calls, _ := sb.Calls()
 		n := 0
 		for _, c := range calls {
-			if c.Op == "run" && c.Args[0] == "go" {
+			if c.Op == "run" && c.Args[0] == "sh" {
 				n++
 			}
 		}
@@ -464,15 +312,15 @@ func TestBuildSkipsWhenFingerprintUnchanged(t *testing.T) {
 	assert.Equal(t, 2, builds(), "build env is part of the fingerprint")
 
 	// A failing build keeps the last good fingerprint and binaries.
-	fp := read(t, env, "/var/lib/agentkeys/build.fingerprint")
+	fp := read(t, env, "/var/lib/agentkeys/hostagent/build.fingerprint")
 	s.Build.Command = []string{"false"}
 	_, err = Build{}.Run(context.Background(), env)
 	assert.ErrorContains(t, err, "build failed (the installed binaries are unchanged)")
-	assert.Equal(t, fp, read(t, env, "/var/lib/agentkeys/build.fingerprint"))
+	assert.Equal(t, fp, read(t, env, "/var/lib/agentkeys/hostagent/build.fingerprint"))
 
 	// Toolchain reclaim removes only the sandbox's /root toolchain.
 	require.NoError(t, os.MkdirAll(env.Path("/root/.rustup/toolchains"), 0o755))
-	s.Build.Command = []string{"go", "build", "-trimpath", "-buildvcs=false", "-o", "bin/standin", "."}
+	s.Build.Command = []string{"sh", "build.sh"}
 	s.Build.ReclaimToolchain = true
 	res, err = Build{}.Run(context.Background(), env)
 	require.NoError(t, err)
@@ -480,19 +328,38 @@ func TestBuildSkipsWhenFingerprintUnchanged(t *testing.T) {
 	assert.NoDirExists(t, env.Path("/root/.rustup"))
 }
 
+// The cargo calls: the featureless packages together, each package with
+// features alone (cargo drops a package's features when it shares a call),
+// every call --locked.
 func TestDefaultCargoCommands(t *testing.T) {
 	s := sandboxtest.Spec(t, sandboxtest.NewRepo(t))
 	s.Build.Command = nil
-	s.Services[0].Package, s.Services[0].Features = "agentkeys-broker-server", []string{"auth-email-link"}
-	s.Services[1].Package = "agentkeys-broker-server"
-	s.Services[1].Features = []string{"auth-email-link"}
 	assert.Equal(t, [][]string{
-		{"cargo", "build", "--release", "-p", "agentkeys-broker-server", "--features", "auth-email-link"},
-		{"cargo", "build", "--release", "-p", "agentkeys-audit"},
+		{"cargo", "build", "--release", "--locked", "-p", "agentkeys-mock-server", "-p", "agentkeys-worker-audit", "-p", "agentkeys-worker-email",
+			"-p", "agentkeys-worker-creds", "-p", "agentkeys-worker-memory", "-p", "agentkeys-worker-config", "-p", "agentkeys-worker-classify"},
+		{"cargo", "build", "--release", "--locked", "-p", "agentkeys-broker-server", "--features", "auth-email-link", "--message-format=json"},
 	}, Commands(s))
 	s.Build.Sccache = true
 	e, _ := BuildEnv(s)
 	assert.Contains(t, e, "CARGO_INCREMENTAL=0")
+}
+
+// The features cargo reports for the broker's binary decide whether the
+// build is good; other artifacts and non-JSON lines are ignored.
+func TestReportedFeatures(t *testing.T) {
+	out := []byte(`Compiling serde v1
+{"reason":"compiler-artifact","target":{"name":"agentkeys-core","kind":["lib"]},"features":[]}
+{"reason":"compiler-artifact","target":{"name":"agentkeys-broker-server","kind":["bin"]},"features":["audit-sqlite","auth-email-link","auth-wallet-sig"]}
+{"reason":"build-finished","success":true}
+`)
+	got, built := reportedFeatures(out, "agentkeys-broker-server")
+	assert.True(t, built)
+	assert.Empty(t, missingFeatures([]string{"auth-email-link"}, got))
+	got, built = reportedFeatures([]byte(`{"reason":"compiler-artifact","target":{"name":"agentkeys-broker-server","kind":["bin"]},"features":["auth-wallet-sig"]}`), "agentkeys-broker-server")
+	assert.True(t, built)
+	assert.Equal(t, []string{"auth-email-link"}, missingFeatures([]string{"auth-email-link"}, got))
+	_, built = reportedFeatures([]byte(`{"reason":"build-finished","success":true}`), "agentkeys-broker-server")
+	assert.False(t, built, "nothing rebuilt: the installed binary is trusted")
 }
 
 var scoreRe = regexp.MustCompile(`Overall exposure level for \S+: (\d+\.\d+)`)
@@ -506,15 +373,15 @@ func TestUnitsPassSystemdAnalyze(t *testing.T) {
 		}
 		t.Skip("systemd-analyze not installed")
 	}
-	s := sandboxtest.Spec(t, sandboxtest.NewRepo(t), "broker", "signer", "audit")
+	s := sandboxtest.Spec(t, sandboxtest.NewRepo(t))
 	root := t.TempDir()
 	for i := range s.Services {
 		svc := &s.Services[i]
-		u := filepath.Join(root, UnitDir, UnitName(svc.Name))
+		u := filepath.Join(root, UnitDir, svc.Unit)
 		require.NoError(t, os.MkdirAll(filepath.Dir(u), 0o755))
 		require.NoError(t, os.WriteFile(u, UnitFile(s, svc), 0o644))
 		// verify checks ExecStart exists; EnvironmentFile is read at start only.
-		bin := filepath.Join(root, BinPath(svc.Name))
+		bin := filepath.Join(root, svc.Install)
 		require.NoError(t, os.MkdirAll(filepath.Dir(bin), 0o755))
 		require.NoError(t, os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755))
 	}
@@ -527,7 +394,7 @@ func TestUnitsPassSystemdAnalyze(t *testing.T) {
 	out, err := exec.Command("cp", "-a", sysdir, filepath.Join(root, "usr/lib/systemd/")).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	for _, svc := range s.Services {
-		unit := UnitName(svc.Name)
+		unit := svc.Unit
 		var out bytes.Buffer
 		cmd := exec.Command("systemd-analyze", "verify", "--root="+root, "--man=no", filepath.Join(root, UnitDir, unit))
 		cmd.Stdout, cmd.Stderr = &out, &out

@@ -5,24 +5,26 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path"
 	"sort"
 	"strings"
 
+	"github.com/agentkeys/agentkeys-infra/contract"
 	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
 	"github.com/agentkeys/agentkeys-infra/hostagent/fsx"
 	"github.com/agentkeys/agentkeys-infra/hostagent/spec"
-	"github.com/agentkeys/agentkeys-infra/naming"
 )
 
 // Units writes each service's env file and hardened systemd unit, reloads
-// systemd if a unit changed, enables and starts every unit, and restarts
-// only the units whose binary, unit or env file changed since their last
-// (re)start, tracked by content hashes in <stateDir>/units.state (written
-// after the restarts). Before a unit or env file changes, the daemon-reload
-// and restarts it calls for are recorded in the intent journal
-// (agent.Env.Intend), and each is removed once done: a run killed between
-// writing the files and reloading systemd leaves them owed, and the next
-// run carries them out although it writes nothing.
+// systemd if a unit changed, retires units this agent managed that the spec
+// no longer has, enables and starts every unit, and restarts only the units
+// whose binary, unit or env files changed since their last (re)start,
+// tracked by content hashes in <agent dir>/units.json (written after the
+// restarts). A file the agent did not write (the old scripts' units and env
+// files) is backed up before it is replaced. Before a unit or env file
+// changes, the daemon-reload and restarts it calls for are recorded in the
+// intent journal, and each is removed once done: a run killed in between
+// leaves them owed to the next run.
 type Units struct {
 	// Extra returns additional unit files by name (the certificate renew
 	// timer and its service): written, enabled and, for timers, started;
@@ -32,81 +34,81 @@ type Units struct {
 
 func (Units) Name() string { return "units" }
 
-// RPCDefaults is the chain RPC endpoint used when the spec has no rpcUrl
-// (the chain-profiles defaults).
-var RPCDefaults = map[string]string{
-	"heima": "wss://rpc.heima-parachain.heima.network",
-	"base":  "https://mainnet.base.org",
+func header(s *spec.HostSpec) string {
+	return fmt.Sprintf("%s (stack %s); edits are overwritten.", agent.ManagedMarker, s.Stack)
 }
 
-// RPCKey is the env key of the chain RPC URL (chain-suffixed, env_profile convention).
-func RPCKey(chain string) string { return "RPC_URL_" + strings.ToUpper(chain) }
+// MintedOnApply stands for a secret a plan would mint.
+const MintedOnApply = "(minted on apply)"
 
-// EnvFile renders a service's env file: chain facts first, then the
-// service's own values, which win.
-func EnvFile(s *spec.HostSpec, svc *spec.Service) []byte {
-	m := map[string]string{"AGENTKEYS_CHAIN": s.Chain}
-	suffix := "_" + strings.ToUpper(s.Chain)
-	if st, err := naming.ParseStack(s.Stack); err == nil {
-		suffix = "_" + st.ContractSuffix()
-	}
-	for k, v := range s.Contracts {
-		m[strings.ToUpper(k)+suffix] = v
-	}
-	rpc := s.RPCURL
-	if rpc == "" {
-		rpc = RPCDefaults[s.Chain]
-	}
-	if rpc != "" {
-		m[RPCKey(s.Chain)] = rpc
-	}
-	if svc.Name == "broker" {
-		m["BROKER_OIDC_KEYPAIR_PATH"] = OIDCKeyPath(s)
-		m["BROKER_SESSION_KEYPAIR_PATH"] = SessionKeyPath(s)
-	}
+// EnvFile renders a service's managed env file: its variables and the
+// current values of its secrets (secrets maps a secret id to its value).
+func EnvFile(s *spec.HostSpec, svc *spec.Service, secrets map[string]string) ([]byte, error) {
+	m := map[string]string{}
 	for k, v := range svc.Env {
 		m[k] = v
 	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+	for _, id := range svc.Secrets {
+		sec, _ := s.Secret(id)
+		v, ok := secrets[id]
+		if !ok {
+			if sec.Kind == string(contract.CarriedOver) {
+				continue // nothing to carry over on this host
+			}
+			return nil, fmt.Errorf("%s needs secret %s (%s in %s), which is not on the host; run the secrets step", svc.Unit, id, sec.Var, sec.File)
+		}
+		m[sec.Var] = v
 	}
-	sort.Strings(keys)
-	var b strings.Builder
-	fmt.Fprintf(&b, "# Managed by agentkeys-hostagent (stack %s); edits are overwritten.\n", s.Stack)
-	for _, k := range keys {
-		fmt.Fprintf(&b, "%s=%s\n", k, m[k])
-	}
-	return []byte(b.String())
+	return agent.RenderEnv(header(s), m), nil
 }
 
 // UnitFile renders a service's hardened systemd unit.
 func UnitFile(s *spec.HostSpec, svc *spec.Service) []byte {
 	var b strings.Builder
 	w := func(f string, a ...any) { fmt.Fprintf(&b, f+"\n", a...) }
-	w("# Managed by agentkeys-hostagent (stack %s); edits are overwritten.", s.Stack)
+	w("# %s", header(s))
 	w("[Unit]")
-	w("Description=AgentKeys %s", svc.Name)
-	w("After=network-online.target")
-	w("Wants=network-online.target")
+	w("Description=AgentKeys %s (%s)", svc.Name, svc.Package)
+	w("After=%s", strings.Join(append([]string{"network-online.target"}, svc.After...), " "))
+	w("Wants=%s", strings.Join(append([]string{"network-online.target"}, svc.After...), " "))
+	// A crash-looping unit reaches "failed" after 5 starts in 2 minutes
+	// (with RestartSec=5s the default 10 s window never fills).
+	w("StartLimitIntervalSec=120")
+	w("StartLimitBurst=5")
 	w("")
 	w("[Service]")
 	w("Type=simple")
 	w("User=%s", s.ServiceUser)
 	w("Group=%s", s.ServiceUser)
-	w("EnvironmentFile=%s", svc.EnvFile)
-	w("ExecStart=%s", BinPath(svc.Name))
-	w("Restart=on-failure")
-	w("RestartSec=2")
-	if strings.HasPrefix(s.StateDir, "/var/lib/") {
-		w("StateDirectory=%s", strings.TrimPrefix(s.StateDir, "/var/lib/"))
-		w("StateDirectoryMode=0750")
+	if svc.EnvFile != "" {
+		w("EnvironmentFile=%s", svc.EnvFile)
 	} else {
-		w("ReadWritePaths=%s", s.StateDir)
+		keys := make([]string, 0, len(svc.Env))
+		for k := range svc.Env {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			w("Environment=%s=%s", k, svc.Env[k])
+		}
 	}
-	if svc.MasterSecret {
-		w("LoadCredential=%s:%s", MasterSecret, MasterSecretPath(s))
-		w("Environment=AGENTKEYS_MASTER_SECRET_FILE=%%d/%s", MasterSecret)
+	for _, f := range svc.EnvFiles {
+		w("EnvironmentFile=%s", f)
+	}
+	w("ExecStart=%s", strings.Join(append([]string{svc.Install}, svc.Args...), " "))
+	w("Restart=%s", svc.Restart)
+	w("RestartSec=5s")
+	// The broker keeps serving BROKER_SHUTDOWN_GRACE_SECONDS (30) after
+	// SIGTERM, then drains.
+	w("TimeoutStopSec=90")
+	if len(svc.WritePaths) > 0 {
+		w("ReadWritePaths=%s", strings.Join(svc.WritePaths, " "))
+	}
+	if svc.BindAll {
+		// It listens on 0.0.0.0 with no flag to narrow it; only loopback
+		// may reach it.
+		w("IPAddressDeny=any")
+		w("IPAddressAllow=localhost")
 	}
 	w("UMask=0077")
 	w("NoNewPrivileges=yes")
@@ -114,7 +116,6 @@ func UnitFile(s *spec.HostSpec, svc *spec.Service) []byte {
 	w("ProtectHome=yes")
 	w("PrivateTmp=yes")
 	w("PrivateDevices=yes")
-	w("PrivateUsers=yes")
 	w("ProtectKernelTunables=yes")
 	w("ProtectKernelModules=yes")
 	w("ProtectKernelLogs=yes")
@@ -150,17 +151,62 @@ type unitState struct {
 	Binary string `json:"binary"`
 }
 
+// unitsStatePath is the record of each managed unit's last (re)start inputs.
+func unitsStatePath(s *spec.HostSpec) string {
+	return path.Join(agent.AgentDir(s.StateDir), "units.json")
+}
+
+// legacyUnitsStatePath is where earlier agents kept it (units they started
+// under other names are retired from it).
+func legacyUnitsStatePath(s *spec.HostSpec) string { return path.Join(s.StateDir, "units.state") }
+
+func readUnitsState(env *agent.Env) map[string]unitState {
+	have := map[string]unitState{}
+	for _, p := range []string{legacyUnitsStatePath(env.Spec), unitsStatePath(env.Spec)} {
+		m := map[string]unitState{}
+		if found, err := fsx.ReadJSON(env.Root, p, &m); found && err == nil {
+			for k, v := range m {
+				have[k] = v
+			}
+		}
+	}
+	return have
+}
+
+// envHash hashes every environment source of a unit, so a change to any of
+// them restarts it.
+func envHash(env *agent.Env, managed []byte, svc *spec.Service) string {
+	var b strings.Builder
+	b.Write(managed)
+	for _, f := range svc.EnvFiles {
+		c, err := os.ReadFile(env.Path(f))
+		if err != nil {
+			fmt.Fprintf(&b, "\x00missing %s", f)
+			continue
+		}
+		fmt.Fprintf(&b, "\x00%s\x00", f)
+		b.Write(c)
+	}
+	return sha([]byte(b.String()))
+}
+
 func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	res := agent.Result{Step: "units"}
 	s := env.Spec
-	envOwner, err := serviceOwner(env, true)
+	root := mustRoot(env)
+	secrets, err := SecretValues(env)
 	if err != nil {
 		return res, err
 	}
-	root := mustRoot(env)
-	bins := InstalledHashes(env)
+	if env.DryRun {
+		// A plan on a fresh host: the secrets step would mint them first.
+		for _, sec := range s.Secrets {
+			if _, ok := secrets[sec.ID]; !ok && sec.Kind == string(contract.Minted) {
+				secrets[sec.ID] = MintedOnApply
+			}
+		}
+	}
 
-	// What an interrupted run owes.
 	pending, err := env.Pending()
 	if err != nil {
 		return res, err
@@ -174,7 +220,6 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		path string
 		data []byte
 		mode os.FileMode
-		o    ownerT
 		unit string // the service unit that reads it ("" for extra units)
 		def  bool   // a unit definition (needs daemon-reload)
 	}
@@ -182,39 +227,54 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	want := map[string]unitState{}
 	for i := range s.Services {
 		svc := &s.Services[i]
-		name := UnitName(svc.Name)
-		eb, ub := EnvFile(s, svc), UnitFile(s, svc)
-		files = append(files,
-			file{path: svc.EnvFile, data: eb, mode: 0o640, o: envOwner, unit: name},
-			file{path: UnitDir + "/" + name, data: ub, mode: 0o644, o: root, unit: name, def: true})
-		bh := bins[svc.Name]
-		if bh == "" {
-			if b, err := os.ReadFile(env.Path(BinPath(svc.Name))); err == nil {
-				bh = sha(b)
+		ub := UnitFile(s, svc)
+		files = append(files, file{path: contract.UnitPath(svc.Unit), data: ub, mode: 0o644, unit: svc.Unit, def: true})
+		var eb []byte
+		if svc.EnvFile != "" {
+			if eb, err = EnvFile(s, svc, secrets); err != nil {
+				return res, err
 			}
+			mode := os.FileMode(0o644)
+			if len(svc.Secrets) > 0 {
+				mode = 0o600 // read by systemd as root before it drops privileges
+			}
+			files = append(files, file{path: svc.EnvFile, data: eb, mode: mode, unit: svc.Unit})
 		}
-		want[name] = unitState{Unit: sha(ub), Env: sha(eb), Binary: bh}
+		bh := ""
+		if b, err := os.ReadFile(env.Path(svc.Install)); err == nil {
+			bh = sha(b)
+		}
+		want[svc.Unit] = unitState{Unit: sha(ub), Env: envHash(env, eb, svc), Binary: bh}
 	}
 	var extra []string
 	if u.Extra != nil {
-		names := []string{}
 		ex := u.Extra(env)
+		names := make([]string, 0, len(ex))
 		for name := range ex {
 			names = append(names, name)
 		}
 		sort.Strings(names)
 		for _, name := range names {
-			files = append(files, file{path: UnitDir + "/" + name, data: []byte(ex[name]), mode: 0o644, o: root, def: true})
+			files = append(files, file{path: contract.UnitPath(name), data: []byte(ex[name]), mode: 0o644, def: true})
 			if strings.HasSuffix(name, ".timer") {
 				extra = append(extra, name)
 			}
 		}
 	}
+	have := readUnitsState(env)
+	// Units an earlier run managed that the spec no longer has.
+	var retire []string
+	for name := range have {
+		if _, ok := want[name]; !ok && strings.HasPrefix(name, "agentkeys-") && strings.HasSuffix(name, ".service") {
+			retire = append(retire, name)
+		}
+	}
+	sort.Strings(retire)
 
 	// Record what the changes will call for, then make them.
 	var intents []string
 	for _, f := range files {
-		d, err := env.Differs(f.path, f.data, f.mode, f.o)
+		d, err := env.Differs(f.path, f.data, f.mode, root)
 		if err != nil {
 			return res, err
 		}
@@ -228,6 +288,11 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 			intents = append(intents, agent.ActionRestart(f.unit))
 		}
 	}
+	for _, name := range retire {
+		if env.Exists(contract.UnitPath(name)) {
+			intents = append(intents, agent.ActionDaemonReload)
+		}
+	}
 	if err := env.Intend(intents...); err != nil {
 		return res, err
 	}
@@ -235,21 +300,35 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		owed[a] = true
 	}
 	for _, f := range files {
-		if _, err := env.WriteFile(&res, f.path, f.data, f.mode, f.o); err != nil {
+		if _, err := env.WriteManaged(&res, f.path, f.data, f.mode, root); err != nil {
 			return res, err
 		}
 	}
 	fsx.Fault("units:before-daemon-reload")
 
-	var have map[string]unitState
-	if b, err := os.ReadFile(env.Path(unitsStatePath(s))); err == nil {
-		json.Unmarshal(b, &have)
+	// Retire first, so no port is held twice when the new units start.
+	for _, name := range retire {
+		if env.DryRun {
+			res.Changes = append(res.Changes, "would stop, disable and remove "+name+" (no longer in the spec)")
+			continue
+		}
+		if err := env.Sys.Systemctl(ctx, "disable", "--now", name); err != nil {
+			return res, fmt.Errorf("retire %s: %w", name, err)
+		}
+		if _, err := env.Backup(&res, contract.UnitPath(name), false); err != nil {
+			return res, err
+		}
+		if _, err := fsx.RemoveFile(env.Root, contract.UnitPath(name)); err != nil {
+			return res, err
+		}
+		res.Changes = append(res.Changes, "retired "+name+" (stopped, disabled, removed: no longer in the spec)")
+		delete(have, name)
 	}
 	if owed[agent.ActionDaemonReload] {
 		if env.DryRun {
 			res.Changes = append(res.Changes, "would systemctl daemon-reload")
 		} else {
-			if err := env.Sys.Systemctl(ctx, "daemon-reload"); err != nil {
+			if err := env.DaemonReload(ctx); err != nil {
 				return res, err
 			}
 			if err := env.Done(agent.ActionDaemonReload); err != nil {
@@ -272,11 +351,6 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	if err := env.Done(gone...); err != nil {
 		return res, err
 	}
-	units := make([]string, 0, len(want))
-	for name := range want {
-		units = append(units, name)
-	}
-	sort.Strings(units)
 	detail := map[string]string{}
 	for _, t := range extra {
 		enabled, err := env.Sys.IsEnabled(ctx, t)
@@ -287,21 +361,27 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		if err != nil {
 			return res, err
 		}
-		for _, verb := range []string{"enable", "start"} {
-			if need := map[string]bool{"enable": !enabled, "start": !active}[verb]; !need {
+		for _, step := range []struct {
+			verb, done string
+			need       bool
+		}{{"enable", "enabled", !enabled}, {"start", "started", !active}} {
+			if !step.need {
 				continue
 			}
 			if env.DryRun {
-				res.Changes = append(res.Changes, "would "+verb+" "+t)
+				res.Changes = append(res.Changes, "would "+step.verb+" "+t)
 				continue
 			}
-			if err := env.Sys.Systemctl(ctx, verb, t); err != nil {
+			if err := env.Sys.Systemctl(ctx, step.verb, t); err != nil {
 				return res, err
 			}
-			res.Changes = append(res.Changes, verb+"d "+t)
+			res.Changes = append(res.Changes, step.done+" "+t)
 		}
 	}
-	for _, u := range units {
+	// Start in the spec's order (the broker before the services ordered
+	// after it).
+	for i := range s.Services {
+		u := s.Services[i].Unit
 		enabled, err := env.Sys.IsEnabled(ctx, u)
 		if err != nil {
 			return res, err
@@ -312,8 +392,7 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		}
 		restart := agent.ActionRestart(u)
 		stale := have[u] != want[u] || owed[restart]
-		switch {
-		case env.DryRun:
+		if env.DryRun {
 			if !enabled {
 				res.Changes = append(res.Changes, "would enable "+u)
 			}
@@ -361,9 +440,19 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	if env.DryRun {
 		return res, nil
 	}
+	if _, err := env.EnsureDir(nil, agent.AgentDir(s.StateDir), 0o700, root); err != nil {
+		return res, err
+	}
 	sb, _ := json.MarshalIndent(want, "", "  ")
-	_, err = env.WriteFile(&res, unitsStatePath(s), append(sb, '\n'), 0o600, root)
-	return res, err
+	if _, err := env.WriteFile(&res, unitsStatePath(s), append(sb, '\n'), 0o600, root); err != nil {
+		return res, err
+	}
+	if env.Exists(legacyUnitsStatePath(s)) {
+		if _, err := fsx.RemoveFile(env.Root, legacyUnitsStatePath(s)); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
 }
 
 func why(a, b unitState) string {

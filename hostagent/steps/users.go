@@ -75,7 +75,7 @@ func (step Users) Run(ctx context.Context, env *agent.Env) (agent.Result, error)
 	if err != nil {
 		return res, err
 	}
-	if _, err := env.EnsureDir(&res, s.StateDir, 0o750, o); err != nil {
+	if _, err := env.EnsureDir(&res, s.StateDir, 0o700, o); err != nil {
 		return res, err
 	}
 

@@ -10,9 +10,11 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
+	"github.com/agentkeys/agentkeys-infra/contract"
 	"github.com/agentkeys/agentkeys-infra/naming"
 )
 
@@ -100,8 +102,6 @@ var (
 	instanceRe = regexp.MustCompile(`^i-([0-9a-f]{8}|[0-9a-f]{17})$`)
 	allocRe    = regexp.MustCompile(`^eipalloc-([0-9a-f]{8}|[0-9a-f]{17})$`)
 	userRe     = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
-	addrRe     = regexp.MustCompile(`^0x[0-9a-fA-F]{40}$`)
-	contractRe = regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`)
 	refRe      = regexp.MustCompile(`^[A-Za-z0-9._/-]+$`)
 )
 
@@ -201,7 +201,7 @@ var keys = []key{
 		}
 		return nil
 	}},
-	{"contracts", false, `{"REGISTRY": "0x1111111111111111111111111111111111111111"}`, func(c *Config, v string) error {
+	{"contracts", false, `{"SIDECAR_REGISTRY_ADDRESS": "0x1ac62f1c2d828476a5d784e850a700dc1f17e0be"}`, func(c *Config, v string) error {
 		m := map[string]string{}
 		if err := json.Unmarshal([]byte(v), &m); err != nil {
 			return errors.New("must be a map of contract name to address")
@@ -212,14 +212,14 @@ var keys = []key{
 		}
 		sort.Strings(names)
 		for _, k := range names {
-			if !contractRe.MatchString(k) {
-				return fmt.Errorf("contract name %q must be upper case (REGISTRY, SCOPE, ...); the chain suffix is added on the host", k)
+			if strings.HasSuffix(k, "_"+contract.ChainSuffix(c.Stack.Chain)) {
+				return fmt.Errorf("contract name %q carries the chain suffix; write %s, the host agent adds _%s", k, strings.TrimSuffix(k, "_"+contract.ChainSuffix(c.Stack.Chain)), contract.ChainSuffix(c.Stack.Chain))
 			}
-			if strings.HasSuffix(k, "_"+c.Stack.ContractSuffix()) {
-				return fmt.Errorf("contract name %q carries the chain suffix; write %s, the host agent adds _%s", k, strings.TrimSuffix(k, "_"+c.Stack.ContractSuffix()), c.Stack.ContractSuffix())
+			if !slices.Contains(contract.ContractNames, k) {
+				return fmt.Errorf("contract name %q is not one the services read; use %s (each gets the chain suffix on the host)", k, strings.Join(contract.ContractNames, ", "))
 			}
-			if m[k] != "" && !addrRe.MatchString(m[k]) {
-				return fmt.Errorf("contract %s: %q is not a 0x-prefixed 20-byte address (leave it empty until deployed)", k, m[k])
+			if err := contract.CheckAddressOrEmpty(m[k]); err != nil {
+				return fmt.Errorf("contract %s: %v (leave it empty until deployed)", k, err)
 			}
 		}
 		c.Contracts = m
@@ -228,8 +228,8 @@ var keys = []key{
 	{"rpcUrl", false, "https://rpc.example.org", func(c *Config, v string) error {
 		c.RPCURL = v
 		u, err := url.Parse(v)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http" && u.Scheme != "wss") || u.Host == "" {
-			return fmt.Errorf("%q is not an http(s) or wss URL", v)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return fmt.Errorf("%q is not an http(s) URL: the services call the chain's JSON-RPC over HTTP (AGENTKEYS_CHAIN_RPC_HTTP); a wss:// endpoint fails every chain check", v)
 		}
 		if u.User != nil {
 			// The URL reaches the host spec, the state and the bring-up's log.

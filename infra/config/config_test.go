@@ -34,13 +34,13 @@ func TestParseGood(t *testing.T) {
 
 	raw := good()
 	raw["agentkeys:sshPrivateKey"] = "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n"
-	raw["agentkeys:contracts"] = `{"REGISTRY":"0x1111111111111111111111111111111111111111","SCOPE":""}`
+	raw["agentkeys:contracts"] = `{"SIDECAR_REGISTRY_ADDRESS":"0x1111111111111111111111111111111111111111","SCOPE_CONTRACT_ADDRESS":""}`
 	raw["agentkeys:chain"] = "heima"
 	raw["agentkeys:brokerHost"] = "id-test-2.example.org"
 	c, err = Parse("test-2", raw)
 	require.NoError(t, err)
 	assert.Equal(t, "https://id-test-2.example.org", c.Names().Issuer)
-	assert.Equal(t, "0x1111111111111111111111111111111111111111", c.Contracts["REGISTRY"])
+	assert.Equal(t, "0x1111111111111111111111111111111111111111", c.Contracts["SIDECAR_REGISTRY_ADDRESS"])
 	assert.True(t, c.SSHPrivateKey.Set())
 	// The secret never prints.
 	for _, s := range []string{fmt.Sprint(c.SSHPrivateKey), fmt.Sprintf("%v", c), fmt.Sprintf("%+v", *c), fmt.Sprintf("%#v", *c)} {
@@ -77,11 +77,13 @@ func TestParseBadInputs(t *testing.T) {
 		{"chain contradicts base", "base", func(m map[string]string) { m["agentkeys:chain"] = "heima" }, []string{"stack base", "agentkeys:chain", "runs chain \"base\"", "(example: base)"}},
 		{"chain contradicts prod", "prod", func(m map[string]string) { m["agentkeys:chain"] = "base" }, []string{"agentkeys:chain", "(example: heima)"}},
 		{"chain contradicts test-2", "test-2", func(m map[string]string) { m["agentkeys:chain"] = "base" }, []string{"agentkeys:chain", "(example: heima)"}},
-		{"bad contract address", "test-2", func(m map[string]string) { m["agentkeys:contracts"] = `{"REGISTRY":"0x123"}` }, []string{"agentkeys:contracts", "REGISTRY", "20-byte"}},
+		{"bad contract address", "test-2", func(m map[string]string) { m["agentkeys:contracts"] = `{"SCOPE_CONTRACT_ADDRESS":"0x123"}` }, []string{"agentkeys:contracts", "SCOPE_CONTRACT_ADDRESS", "20-byte"}},
 		{"contract with chain suffix", "base", func(m map[string]string) {
-			m["agentkeys:contracts"] = `{"REGISTRY_BASE":"0x1111111111111111111111111111111111111111"}`
-		}, []string{"agentkeys:contracts", "chain suffix", "write REGISTRY"}},
-		{"contract lower case", "base", func(m map[string]string) { m["agentkeys:contracts"] = `{"scope":""}` }, []string{"agentkeys:contracts", "upper case"}},
+			m["agentkeys:contracts"] = `{"SIDECAR_REGISTRY_ADDRESS_BASE":"0x1111111111111111111111111111111111111111"}`
+		}, []string{"agentkeys:contracts", "chain suffix", "write SIDECAR_REGISTRY_ADDRESS"}},
+		{"contract the services do not read", "base", func(m map[string]string) { m["agentkeys:contracts"] = `{"REGISTRY":""}` },
+			[]string{"agentkeys:contracts", `"REGISTRY" is not one the services read`, "SIDECAR_REGISTRY_ADDRESS, SCOPE_CONTRACT_ADDRESS, K3_EPOCH_COUNTER_ADDRESS"}},
+		{"wss rpc", "test-2", func(m map[string]string) { m["agentkeys:rpcUrl"] = "wss://rpc.example.org" }, []string{"agentkeys:rpcUrl", "not an http(s) URL", "AGENTKEYS_CHAIN_RPC_HTTP"}},
 		{"contracts not a map", "test-2", func(m map[string]string) { m["agentkeys:contracts"] = `["0x1"]` }, []string{"agentkeys:contracts", "map"}},
 		{"ssh key not a key", "test-2", func(m map[string]string) { m["agentkeys:sshPrivateKey"] = "hunter2" }, []string{"agentkeys:sshPrivateKey", "private key"}},
 		{"ssh user", "test-2", func(m map[string]string) { m["agentkeys:sshUser"] = "Root User" }, []string{"agentkeys:sshUser"}},
@@ -143,14 +145,14 @@ func TestReadStackFileSecureAndObjects(t *testing.T) {
   agentkeys:sshPrivateKey:
     secure: AAABAKzFy5uJ0cGh
   agentkeys:contracts:
-    REGISTRY: "0x1111111111111111111111111111111111111111"
+    SIDECAR_REGISTRY_ADDRESS: "0x1111111111111111111111111111111111111111"
 `
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "Pulumi.test-2.yaml"), []byte(doc), 0o644))
 	raw, err := ReadStackFile(dir, "test-2")
 	require.NoError(t, err)
 	assert.Equal(t, []string{"agentkeys:sshPrivateKey"}, raw.SecretKeys)
 	assert.Equal(t, Encrypted, raw.Values["agentkeys:sshPrivateKey"])
-	assert.JSONEq(t, `{"REGISTRY":"0x1111111111111111111111111111111111111111"}`, raw.Values["agentkeys:contracts"])
+	assert.JSONEq(t, `{"SIDECAR_REGISTRY_ADDRESS":"0x1111111111111111111111111111111111111111"}`, raw.Values["agentkeys:contracts"])
 	c, err := LoadFile(dir, "test-2")
 	require.NoError(t, err)
 	assert.Equal(t, "eu-west-1", c.Fork.Region)

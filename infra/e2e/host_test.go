@@ -163,7 +163,7 @@ func startHost(t *testing.T, user string) *host {
 	}, "\n"), 0o600)
 
 	// The sandbox's nginx (real, as in the host agent's e2e tests).
-	_, err := hostagente2e.WriteNginxConf(h.Root, "/etc/nginx/conf.d")
+	_, err := hostagente2e.WriteNginxConf(h.Root)
 	must(t, err)
 
 	script := strings.Join([]string{

@@ -39,7 +39,11 @@ func declareBroker(ctx *pulumi.Context, cfg *config.Config) (map[string]pulumi.I
 		VerifyChain: cfg.ACMEDir == config.DefaultACMEDirectory,
 		SecretSpec:  cfg.RPCURL != "",
 		HostSpec: func(ip string) (string, error) {
-			b, err := HostSpec(cfg, ip).Encode()
+			s, err := HostSpec(cfg, ip)
+			if err != nil {
+				return "", err
+			}
+			b, err := s.Encode()
 			return string(b), err
 		},
 	}

@@ -23,11 +23,13 @@ func TestHostSpecGolden(t *testing.T) {
 		t.Run(stack, func(t *testing.T) {
 			cfg, err := config.LoadFile("../..", stack)
 			require.NoError(t, err)
-			s := HostSpec(cfg, "203.0.113.10")
+			s, err := HostSpec(cfg, "203.0.113.10")
+			require.NoError(t, err)
 			require.NoError(t, s.Validate(), "the program never emits a spec the agent rejects")
 			got, err := s.Encode()
 			require.NoError(t, err)
-			again, _ := HostSpec(cfg, "203.0.113.10").Encode()
+			s2, _ := HostSpec(cfg, "203.0.113.10")
+			again, _ := s2.Encode()
 			assert.Equal(t, got, again, "identical on every run")
 
 			path := filepath.Join("testdata", "hostspec-"+stack+".json")

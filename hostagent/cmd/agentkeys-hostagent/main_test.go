@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -23,6 +24,7 @@ import (
 	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
 	"github.com/agentkeys/agentkeys-infra/hostagent/fsx"
 	"github.com/agentkeys/agentkeys-infra/hostagent/internal/sandboxtest"
+	"github.com/agentkeys/agentkeys-infra/hostagent/spec"
 )
 
 var agentBin string
@@ -116,12 +118,16 @@ func TestBadInputExits2AndChangesNothing(t *testing.T) {
 // snapshot maps every converged file under root to its mode and content
 // hash, leaving out what legitimately differs between two hosts: random
 // secrets (compared separately), the checkout, and the sandbox's runtime.
+var secretLine = regexp.MustCompile(`(?m)^(DEV_KEY_SERVICE_MASTER_SECRET|AGENTKEYS_\w+_KEK_HEX)=.*$`)
+
 func snapshot(t *testing.T, root string) map[string]string {
 	out := map[string]string{}
 	// nginx's applied record hashes configs that name the sandbox root.
-	// The record of minted secrets holds their (random) hashes.
-	skip := []string{"run/", "var/log/", "home/", "var/lib/agentkeys/master-secret", "var/lib/agentkeys/keys/", "var/lib/agentkeys/hostagent/nginx-applied.json",
-		"var/lib/agentkeys/hostagent/secrets.json"}
+	// The record of secrets, the keypairs, the public key and the units'
+	// record (it hashes their env files) hold or follow random secrets,
+	// compared on their own; secret lines are redacted below.
+	skip := []string{"run/", "var/log/", "home/", "var/lib/agentkeys/.agentkeys/", "etc/agentkeys/broker-cap-pubkey.env",
+		"var/lib/agentkeys/hostagent/nginx-applied.json", "var/lib/agentkeys/hostagent/secrets.json", "var/lib/agentkeys/hostagent/units.json"}
 	require.NoError(t, filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		require.NoError(t, err)
 		rel, _ := filepath.Rel(root, p)
@@ -142,6 +148,7 @@ func snapshot(t *testing.T, root string) map[string]string {
 		require.NoError(t, err)
 		// Sandbox nginx configs name paths under their root.
 		b = bytes.ReplaceAll(b, []byte(root), []byte("<root>"))
+		b = secretLine.ReplaceAll(b, []byte("$1=<secret>"))
 		h := sha256.Sum256(b)
 		out[rel] = info.Mode().String() + " " + hex.EncodeToString(h[:8])
 		return nil
@@ -149,11 +156,22 @@ func snapshot(t *testing.T, root string) map[string]string {
 	return out
 }
 
-func secrets(root string) map[string]string {
+// secrets reads every secret of s under root, keyed as the agent's record
+// keys them: a keypair by its path (its bytes), a value by file#VAR.
+func secrets(s *spec.HostSpec, root string) map[string]string {
 	out := map[string]string{}
-	for _, p := range []string{"/var/lib/agentkeys/master-secret", "/var/lib/agentkeys/keys/oidc-keypair.json", "/var/lib/agentkeys/keys/session-keypair.json"} {
-		if b, err := os.ReadFile(fsx.HostPath(root, p)); err == nil {
-			out[p] = string(b)
+	for _, k := range s.Keypairs {
+		if b, err := os.ReadFile(fsx.HostPath(root, k.Path)); err == nil {
+			out[k.Path] = string(b)
+		}
+	}
+	for _, sec := range s.Secrets {
+		b, err := os.ReadFile(fsx.HostPath(root, sec.File))
+		if err != nil {
+			continue
+		}
+		if m, err := agent.EnvMap(b); err == nil && m[sec.Var] != "" {
+			out[sec.File+"#"+sec.Var] = m[sec.Var]
 		}
 	}
 	return out
@@ -246,7 +264,7 @@ func TestCrashSafety(t *testing.T) {
 				assert.Contains(t, calls(t, rootB, before), owed, "the run after the kill owes %q", owed)
 			}
 			owed = owes[f]
-			for p, b := range secrets(rootB) {
+			for p, b := range secrets(s, rootB) {
 				if old, ok := kept[p]; ok {
 					require.Equal(t, old, b, "%s changed after the crash at %s", p, f)
 				}
@@ -265,18 +283,18 @@ func TestCrashSafety(t *testing.T) {
 			}
 		}
 	}
-	crash(specPath, "before-rename:1", "users:before-sshd-reload", "source:after-clone", "build:after-build", "secrets:after-master-secret",
+	crash(specPath, "before-rename:1", "users:before-sshd-reload", "source:after-clone", "build:after-build", "secrets:after-values",
 		"before-rename:2", "units:before-restart", "units:before-restart:2", "nginx:before-reload")
-	assert.Len(t, kept, 3, "all secrets were written during the crashing runs")
+	assert.Len(t, kept, 6, "all secrets were written during the crashing runs: master secret, three KEKs, two keypairs")
 	r, sum = apply(t, specPath, rootB)
 	require.Equal(t, 0, r.code, r.stderr)
-	assert.Equal(t, kept, secrets(rootB), "secrets unchanged byte for byte by the recovery")
+	assert.Equal(t, kept, secrets(s, rootB), "secrets unchanged byte for byte by the recovery")
 	assert.Equal(t, want, snapshot(t, rootB), "converged state after crashes equals an uninterrupted run")
 	var rec map[string]string
 	require.NoError(t, json.Unmarshal([]byte(readRoot(t, rootB, "/var/lib/agentkeys/hostagent/secrets.json")), &rec))
 	for p, b := range kept {
 		h := sha256.Sum256([]byte(b))
-		assert.Equal(t, hex.EncodeToString(h[:]), rec[p], "%s recorded as minted", p)
+		assert.Equal(t, hex.EncodeToString(h[:]), rec[p], "%s recorded", p)
 	}
 	r, sum = apply(t, specPath, rootB)
 	require.Equal(t, 0, r.code, r.stderr)
@@ -284,24 +302,24 @@ func TestCrashSafety(t *testing.T) {
 
 	// A change of unit definitions, env files and vhosts, killed after the
 	// files are written and before systemd (then nginx) is reloaded.
-	s.Services[2].MasterSecret = true        // audit's unit changes
-	s.Services[0].Env["EXTRA_SETTING"] = "1" // broker's env file changes
-	s.Nginx.HTTPPort++                       // every vhost changes
+	s.Service("audit").Args = []string{"--flush-interval-secs", "60"} // audit's unit changes
+	s.Broker().Env["BROKER_OIDC_JWT_TTL_SECONDS"] = "600"             // broker's env file changes
+	s.Nginx.HTTPPort++                                                // every vhost changes
 	spec2 := sandboxtest.WriteSpec(t, s)
 	crash(spec2, "units:before-daemon-reload", "nginx:before-reload")
 	sb := agent.NewSandbox(rootB)
 	for _, svc := range s.Services {
-		unit := "agentkeys-" + svc.Name + ".service"
+		unit := svc.Unit
 		loaded, err := sb.Loaded(unit)
 		require.NoError(t, err)
 		assert.Equal(t, readRoot(t, rootB, "/etc/systemd/system/"+unit), string(loaded), "systemd runs %s's unit file", unit)
 	}
-	environ, err := sb.Environ("agentkeys-audit.service")
+	cmdline, err := sb.Cmdline(s.Service("audit").Unit)
 	require.NoError(t, err)
-	assert.True(t, slices.ContainsFunc(environ, func(e string) bool { return strings.HasPrefix(e, "AGENTKEYS_MASTER_SECRET_FILE=") }), "audit runs its new definition")
-	environ, err = sb.Environ("agentkeys-broker.service")
+	assert.True(t, slices.Contains(cmdline, "--flush-interval-secs"), "audit runs its new definition")
+	environ, err := sb.Environ(s.Broker().Unit)
 	require.NoError(t, err)
-	assert.Contains(t, environ, "EXTRA_SETTING=1", "broker runs its new env file")
+	assert.Contains(t, environ, "BROKER_OIDC_JWT_TTL_SECONDS=600", "broker runs its new env file")
 	assert.NoFileExists(t, fsx.HostPath(rootB, agent.JournalPath("/var/lib/agentkeys")), "nothing owed")
 	r, sum = apply(t, spec2, rootB)
 	require.Equal(t, 0, r.code, r.stderr)

@@ -21,7 +21,7 @@ func TestRootEnvNamesTheSandbox(t *testing.T) {
 	root := t.TempDir()
 	r := runAgent(t, nil, "apply", "--spec", sp, "--root", root, "--only", "users,secrets")
 	require.Equal(t, 0, r.code, r.stderr)
-	master, err := os.ReadFile(filepath.Join(root, "var/lib/agentkeys/master-secret"))
+	master, err := os.ReadFile(filepath.Join(root, "etc/agentkeys/dev-key-service.env"))
 	require.NoError(t, err)
 
 	r = runAgent(t, []string{RootEnv + "=" + root}, "plan", "--spec", sp, "--only", "users,secrets", "--json")
@@ -33,14 +33,14 @@ func TestRootEnvNamesTheSandbox(t *testing.T) {
 			assert.Equal(t, agent.OK, s.Status, "plan under %s sees the sandbox's secrets: %v", RootEnv, s.Changes)
 		}
 	}
-	again, _ := os.ReadFile(filepath.Join(root, "var/lib/agentkeys/master-secret"))
+	again, _ := os.ReadFile(filepath.Join(root, "etc/agentkeys/dev-key-service.env"))
 	assert.Equal(t, master, again)
 
 	// --root wins over the variable.
 	other := t.TempDir()
 	r = runAgent(t, []string{RootEnv + "=" + root}, "apply", "--spec", sp, "--root", other, "--only", "users,secrets")
 	require.Equal(t, 0, r.code, r.stderr)
-	assert.FileExists(t, filepath.Join(other, "var/lib/agentkeys/master-secret"))
+	assert.FileExists(t, filepath.Join(other, "etc/agentkeys/dev-key-service.env"))
 }
 
 func TestCargoOnPathFindsRustupUnderSudo(t *testing.T) {

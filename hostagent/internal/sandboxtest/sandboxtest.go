@@ -1,19 +1,25 @@
-// Package sandboxtest builds host agent test fixtures: a git repository of
-// the stand-in service, free loopback ports, and a valid host spec whose
-// build command really builds the stand-in.
+// Package sandboxtest builds host agent test fixtures: a git repository
+// whose build installs the contract stand-in under every AgentKeys binary
+// name, free loopback ports, and the host spec the Pulumi program generates
+// for stack test-2, on those ports.
 package sandboxtest
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
+	"slices"
+	"sort"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/agentkeys/agentkeys-infra/contract"
 	"github.com/agentkeys/agentkeys-infra/hostagent/spec"
 	"github.com/agentkeys/agentkeys-infra/internal/testkit/ports"
+	"github.com/agentkeys/agentkeys-infra/naming"
 )
 
 // Git runs git in dir and fails the test on error.
@@ -28,8 +34,63 @@ func Git(t testing.TB, dir string, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// Repo is a bare repository with the stand-in on branch main, and a work
-// tree to push new commits from.
+var (
+	standinOnce sync.Once
+	standinPath string
+	standinErr  error
+)
+
+// Standin builds the contract stand-in (internal/standin) once per test
+// binary and returns its path.
+func Standin(t testing.TB) string {
+	t.Helper()
+	standinOnce.Do(func() {
+		_, self, _, _ := runtime.Caller(0)
+		modRoot := filepath.Join(filepath.Dir(self), "..", "..", "..")
+		dir, err := os.MkdirTemp("", "agentkeys-standin-")
+		if err != nil {
+			standinErr = err
+			return
+		}
+		standinPath = filepath.Join(dir, "agentkeys-standin")
+		cmd := exec.Command("go", "build", "-trimpath", "-o", standinPath, "./internal/standin/cmd/agentkeys-standin")
+		cmd.Dir = modRoot
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			standinErr = fmt.Errorf("build the stand-in: %v\n%s", err, out)
+		}
+	})
+	if standinErr != nil {
+		t.Fatal(standinErr)
+	}
+	return standinPath
+}
+
+// Binaries lists the binary names of the contract's services.
+func Binaries() []string {
+	var out []string
+	for _, s := range contract.Catalog("heima") {
+		if !slices.Contains(out, s.Binary) {
+			out = append(out, s.Binary)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// BuildScript is the fixture repository's build: it installs the stand-in
+// at target/release/<binary> for every binary, as cargo would.
+func BuildScript(standin string) string {
+	var b strings.Builder
+	b.WriteString("#!/bin/sh\nset -e\nmkdir -p target/release\n")
+	for _, n := range Binaries() {
+		fmt.Fprintf(&b, "cp %s target/release/%s\n", standin, n)
+	}
+	return b.String()
+}
+
+// Repo is a bare repository whose main branch builds the stand-ins, and a
+// work tree to push new commits from.
 type Repo struct {
 	Bare, Work string
 }
@@ -41,14 +102,9 @@ func NewRepo(t testing.TB) *Repo {
 	r := &Repo{Bare: filepath.Join(dir, "agentKeys.git"), Work: filepath.Join(dir, "work")}
 	Git(t, dir, "init", "-q", "--bare", "-b", "main", r.Bare)
 	Git(t, dir, "clone", "-q", r.Bare, r.Work)
-	_, self, _, _ := runtime.Caller(0)
-	src, err := os.ReadFile(filepath.Join(filepath.Dir(self), "..", "standin", "main.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	must(t, os.WriteFile(filepath.Join(r.Work, "main.go"), src, 0o644))
-	must(t, os.WriteFile(filepath.Join(r.Work, "go.mod"), []byte("module standin\n\ngo 1.22\n"), 0o644))
-	r.Commit(t, "stand-in")
+	must(t, os.WriteFile(filepath.Join(r.Work, "build.sh"), []byte(BuildScript(Standin(t))), 0o755))
+	must(t, os.WriteFile(filepath.Join(r.Work, ".gitignore"), []byte("/target\n"), 0o644))
+	r.Commit(t, "stand-in services")
 	return r
 }
 
@@ -79,46 +135,104 @@ func FreePorts(t testing.TB, n int) []int {
 	return ps
 }
 
-// Issuer of the fixture's stack (test-2 in example.org).
-const Issuer = "https://broker-test-2.example.org"
+// Zone and Issuer of the fixture's stack (test-2 in example.org).
+const (
+	Zone   = "example.org"
+	Issuer = "https://broker-test-2.example.org"
+)
 
-// Spec returns a valid spec for stack test-2 with the named services (the
-// first must be "broker"), each the stand-in on its own port.
+// Names are the derived names of the fixture's stack in zone.
+func Names(zone string) naming.Names {
+	st, _ := naming.ParseStack("test-2")
+	return naming.Derive(st, naming.Fork{AccountID: "123456789012", Zone: zone, ParentZoneID: "Z0EXAMPLE0ZONE0ID", Region: "us-east-1"})
+}
+
+// Contracts are the fixture's chain contract addresses.
+var Contracts = map[string]string{
+	contract.AddrSidecarRegistry: "0x00000000000000000000000000000000000000a1",
+	contract.AddrScopeContract:   "0x00000000000000000000000000000000000000a2",
+	contract.AddrK3EpochCounter:  "0x00000000000000000000000000000000000000a3",
+}
+
+// Options shape a fixture spec.
+type Options struct {
+	Repo                string // source repo ("" = a path that does not exist)
+	Zone                string // "" = Zone
+	Ports               map[string]int
+	HTTPPort, HTTPSPort int
+	ACME                spec.ACME
+	PublicIP            string
+}
+
+// Generate returns the spec the program generates for test-2 with o, the
+// build replaced by the fixture's build script.
+func Generate(t testing.TB, o Options) *spec.HostSpec {
+	t.Helper()
+	if o.Repo == "" {
+		o.Repo = "/nonexistent/repo"
+	}
+	if o.Zone == "" {
+		o.Zone = Zone
+	}
+	if o.PublicIP == "" {
+		o.PublicIP = "192.0.2.10"
+	}
+	if o.ACME.Directory == "" {
+		o.ACME = spec.ACME{Directory: "https://127.0.0.1:14000/dir", Resolver: "127.0.0.1:1"}
+	}
+	if o.HTTPPort == 0 {
+		o.HTTPPort, o.HTTPSPort = 18080, 18443
+	}
+	s, err := spec.Generate(spec.Input{
+		Names: Names(o.Zone), PublicIP: o.PublicIP,
+		Source:    spec.Source{Repo: o.Repo, Ref: "main", Dir: contract.CheckoutDir, AdoptFrom: []string{"/home/ubuntu/agentKeys"}},
+		Build:     spec.Build{Command: []string{"sh", "build.sh"}},
+		ACME:      o.ACME,
+		Contracts: Contracts, Ports: o.Ports, HTTPPort: o.HTTPPort, HTTPSPort: o.HTTPSPort,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.HealthTimeoutSeconds = 20
+	return s
+}
+
+// ServicePorts returns a free port for every contract service.
+func ServicePorts(t testing.TB) map[string]int {
+	t.Helper()
+	cat := contract.Catalog("heima")
+	ps := FreePorts(t, len(cat))
+	m := map[string]int{}
+	for i, s := range cat {
+		m[s.Name] = ps[i]
+	}
+	return m
+}
+
+// Spec returns the fixture spec on free ports, with only the named services
+// (all when none are named; the broker is always kept).
 func Spec(t testing.TB, repo *Repo, names ...string) *spec.HostSpec {
 	t.Helper()
-	if len(names) == 0 {
-		names = []string{"broker", "signer", "audit"}
-	}
-	ports := FreePorts(t, len(names))
-	s := &spec.HostSpec{
-		Version: spec.Version, Stack: "test-2", Issuer: Issuer, Zone: "example.org",
-		PublicIP: "192.0.2.10", Account: "123456789012", Region: "us-east-1", Chain: "heima",
-		Source:    spec.Source{Repo: repo.Bare, Ref: "main", Dir: "/home/agentkey/agentKeys", AdoptFrom: []string{"/home/ubuntu/agentKeys"}},
-		Build:     spec.Build{Command: []string{"go", "build", "-trimpath", "-buildvcs=false", "-o", "bin/standin", "."}},
-		ACME:      spec.ACME{Directory: "https://127.0.0.1:14000/dir", Resolver: "127.0.0.1:1"},
-		Nginx:     spec.Nginx{HTTPPort: 18080, HTTPSPort: 18443, Webroot: "/var/www/certbot", ConfDir: "/etc/nginx/conf.d"},
-		Contracts: map[string]string{"REGISTRY": "0x00000000000000000000000000000000000000aa"},
-		LoginUser: "agentkey", ServiceUser: "agentkeys", StateDir: "/var/lib/agentkeys",
-		HealthTimeoutSeconds: 20,
-	}
-	for i, n := range names {
-		svc := spec.Service{Name: n, Package: "agentkeys-" + n, Binary: "bin/standin", Port: ports[i],
-			EnvFile: "/etc/agentkeys/worker-" + n + ".env", Health: "/healthz",
-			Env: map[string]string{"STANDIN_ADDR": "127.0.0.1:" + strconv.Itoa(ports[i]), "STANDIN_NAME": n}}
-		switch n {
-		case "broker":
-			svc.Hostname = "broker-test-2.example.org"
-			svc.EnvFile = "/etc/agentkeys/broker.env"
-			svc.Env["BROKER_OIDC_ISSUER"] = Issuer
-		case "signer":
-			svc.MasterSecret = true
-		}
-		s.Services = append(s.Services, svc)
-	}
+	s := Generate(t, Options{Repo: repo.Bare, Ports: ServicePorts(t)})
+	Keep(s, names...)
 	if err := s.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// Keep drops every service but the broker and the named ones.
+func Keep(s *spec.HostSpec, names ...string) {
+	if len(names) == 0 {
+		return
+	}
+	var kept []spec.Service
+	for _, svc := range s.Services {
+		if svc.Name == "broker" || slices.Contains(names, svc.Name) {
+			kept = append(kept, svc)
+		}
+	}
+	s.Services = kept
 }
 
 // WriteSpec writes s as JSON to a temp file and returns its path.
