@@ -230,7 +230,7 @@ type syncBuf struct {
 }
 
 func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string             { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // start runs the stand-in as the sandbox runs a unit: a clean environment
 // (PATH, AGENTKEYS_SANDBOX_ROOT, the unit's variables), cwd at the root.
