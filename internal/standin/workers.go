@@ -284,8 +284,7 @@ func (p *proc) capWorker(args []string) int {
 		return p.fatal(err)
 	}
 	p.logf("listening on %s (chain=%s)", bind, profile)
-	serve(l, rt)
-	select {} // axum::serve without graceful shutdown: a signal ends the process
+	return p.serveForever(l, rt)
 }
 
 // The audit worker (auditMain, auditState, handlers index 55728597497).
@@ -331,8 +330,7 @@ func (p *proc) audit(args []string) int {
 		return p.fatal(err)
 	}
 	p.logf("agentkeys-worker-audit listening bind=%s", m.get("bind"))
-	serve(l, rt)
-	select {}
+	return p.serveForever(l, rt)
 }
 
 // The email worker (emailMain, emailState): unauthenticated SES/S3 relay.
@@ -367,6 +365,5 @@ func (p *proc) email(args []string) int {
 		return p.fatal(err)
 	}
 	p.logf("agentkeys-worker-email listening bind=%s bucket=%s", m.get("bind"), m.get("inbox-bucket"))
-	serve(l, rt)
-	select {}
+	return p.serveForever(l, rt)
 }
