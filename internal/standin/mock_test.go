@@ -33,6 +33,9 @@ func TestMasterSecret(t *testing.T) {
 		{"not hex", strings.Repeat("zz", 32), 2},
 		{"quoted", `"` + hex64 + `"`, 2},
 		{"0x prefix", "0x" + hex64, 0},
+		// trim_start_matches("0x") strips every repeat (devKeySvc); the
+		// deployment's CheckMasterSecret is stricter and refuses this.
+		{"repeated 0x prefix", "0x0x" + hex64, 0},
 		{"uppercase hex digits", strings.ToUpper(hex64), 0},
 	}
 	for _, svc := range []string{"backend", "signer"} {
