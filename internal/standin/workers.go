@@ -22,18 +22,21 @@ type capRoute struct {
 	sts   bool     // OptionalStsCreds runs before Json (axum extractor order)
 	extra []string // further required string fields of the request struct
 	// after runs once the cap verified; nil = the stand-in stops there.
-	after func(w http.ResponseWriter, r *http.Request, t *CapToken, body map[string]json.RawMessage) bool
+	after afterFn
 }
 
+// afterFn checks what a route checks after the cap; false = it answered.
+type afterFn func(w http.ResponseWriter, r *http.Request, t *CapToken, body map[string]json.RawMessage) bool
+
 type workerSpec struct {
-	bind      string // clap default of --bind / WORKER_BIND
-	bucket    string // required bucket variable ("" none)
-	health    string // /healthz field carrying the bucket
-	kek       string
-	kekOpt    bool
-	class     string
-	credsWhys bool
-	routes    []capRoute
+	bind          string // clap default of --bind / WORKER_BIND
+	bucket        string // required bucket variable ("" none)
+	health        string // /healthz field carrying the bucket
+	kek           string
+	kekOpt        bool
+	class         string
+	namedVerdicts bool
+	routes        []capRoute
 }
 
 // workerRT is what the routes read from the worker's config once it is
@@ -63,7 +66,7 @@ func (p *proc) workerSpec(rtc *workerRT) workerSpec {
 	switch p.pkg.Name {
 	case PkgCreds:
 		return workerSpec{bind: "127.0.0.1:8080", bucket: "VAULT_BUCKET", health: "vault_bucket", kek: "AGENTKEYS_WORKER_KEK_HEX",
-			class: "credentials", credsWhys: true, routes: []capRoute{
+			class: "credentials", namedVerdicts: true, routes: []capRoute{
 				{path: "/v1/cred/store", op: "store", sts: true, after: func(w http.ResponseWriter, r *http.Request, t *CapToken, body map[string]json.RawMessage) bool {
 					if !masterSelf("cred store is master-self only (operator must equal actor) — agents cannot self-store credentials (single-vault)", "cred_store_not_master_self")(w, r, t, body) {
 						return false
@@ -76,7 +79,7 @@ func (p *proc) workerSpec(rtc *workerRT) workerSpec {
 				{path: "/v1/cred/teardown", op: "teardown", sts: true},
 			}}
 	case PkgMemory:
-		viaBroker := func(what string) func(http.ResponseWriter, *http.Request, *CapToken, map[string]json.RawMessage) bool {
+		viaBroker := func(what string) afterFn {
 			return func(w http.ResponseWriter, r *http.Request, _ *CapToken, _ map[string]json.RawMessage) bool {
 				if bearer(r) == "" {
 					err403(what+" requires the delegate session bearer (Authorization: Bearer …)", "missing_session_bearer").write(w)
@@ -125,7 +128,7 @@ func (p *proc) workerSpec(rtc *workerRT) workerSpec {
 	}
 }
 
-func masterSelf(msg, reason string) func(http.ResponseWriter, *http.Request, *CapToken, map[string]json.RawMessage) bool {
+func masterSelf(msg, reason string) afterFn {
 	return func(w http.ResponseWriter, _ *http.Request, t *CapToken, _ map[string]json.RawMessage) bool {
 		if t.Payload.OperatorOmni != t.Payload.ActorOmni {
 			err403(msg, reason).write(w)
@@ -179,7 +182,7 @@ func (p *proc) capWorker(args []string) int {
 			return p.fatal(err)
 		}
 	}
-	c := &capEnv{credsReasons: spec.credsWhys, http: &http.Client{}}
+	c := &capEnv{namedVerdicts: spec.namedVerdicts, http: &http.Client{}}
 	if c.pubPEM, err = mustEnv(contract.VarCapPubKey, "BROKER_CAP_PUBKEY_PEM must be set"); err != nil {
 		return p.fatal(err)
 	}
