@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/http"
 	"os"
 	"sort"
@@ -148,9 +147,8 @@ func (s *auditState) timer(p *proc, secs uint64) {
 // rustIOError renders err as std::io::Error's Display: "<strerror> (os
 // error N)".
 func rustIOError(err error) error {
-	var pe *fs.PathError
 	var no syscall.Errno
-	if errors.As(err, &pe) && errors.As(pe.Err, &no) {
+	if errors.As(err, &no) {
 		msg := no.Error()
 		return fmt.Errorf("%s%s (os error %d)", strings.ToUpper(msg[:1]), msg[1:], int(no))
 	}

@@ -316,10 +316,10 @@ func (p *proc) broker(args []string) int {
 		{long: "port", value: "PORT", def: "8091", hasDef: true, parse: parseU16},
 		{long: "bind", value: "BIND", def: "0.0.0.0", hasDef: true},
 		{long: "skip-startup-check"},
-		{long: "export-session-pubkey-to", value: "EXPORT_SESSION_PUBKEY_TO", parse: parsePath},
+		{long: "export-session-pubkey-to", value: "EXPORT_SESSION_PUBKEY_TO", path: true},
 	}, subs: []*command{{name: "keygen", about: "Generate an ES256 keypair and persist it at --out (mode 0600).", opts: []opt{
 		{long: "purpose", value: "PURPOSE", required: true, possible: []string{"oidc", "session"}},
-		{long: "out", value: "OUT", required: true, parse: parsePath},
+		{long: "out", value: "OUT", required: true, path: true},
 	}}}}
 	m, e := cmd.parse(args)
 	if e != nil {

@@ -139,10 +139,10 @@ func rpcErr(format string, a ...any) *chainErr {
 // capEnv is what verify_cap reads from the worker's config.
 type capEnv struct {
 	pubPEM, rpc, registry, scope, epoch string
-	// credsReasons: the creds worker names each chain verdict; memory,
+	// namedVerdicts: the creds worker names each chain verdict; memory,
 	// config and classify say chain_check_failed.
-	credsReasons bool
-	http         *http.Client
+	namedVerdicts bool
+	http          *http.Client
 }
 
 // verifyCap is the workers' verify_cap: signature, K10 PoP, op, data class,
@@ -172,7 +172,7 @@ func (c *capEnv) verifyCap(ctx context.Context, t *CapToken, op, class string) *
 			switch {
 			case err.verdict == "":
 				return err502(err.msg, "chain_rpc")
-			case c.credsReasons:
+			case c.namedVerdicts:
 				return err403(err.msg, err.verdict)
 			default:
 				return err403(err.msg, "chain_check_failed")

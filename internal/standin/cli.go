@@ -26,6 +26,7 @@ type opt struct {
 	required bool
 	possible []string
 	parse    func(string) error // clap's value parser for the field type
+	path     bool               // a PathBuf field
 }
 
 type command struct {
@@ -246,6 +247,9 @@ func (o opt) check(v string) error {
 		}
 		return fmt.Errorf("invalid value '%s' for '%s'\n  [possible values: %s]", v, o.display(), strings.Join(o.possible, ", "))
 	}
+	if v == "" && o.path { // PathBufValueParser refuses an empty value
+		return fmt.Errorf("a value is required for '%s' but none was supplied", o.display())
+	}
 	if o.parse != nil {
 		if err := o.parse(v); err != nil {
 			return fmt.Errorf("invalid value '%s' for '%s': %v", v, o.display(), err)
@@ -272,14 +276,6 @@ func parseU16(v string) error {
 func parseU64(v string) error {
 	_, err := rustUint(v)
 	return err
-}
-
-// parsePath is PathBufValueParser: anything but empty.
-func parsePath(v string) error {
-	if v == "" {
-		return errors.New("value is required but none was supplied")
-	}
-	return nil
 }
 
 // parseSocketAddr is std::net::SocketAddr's FromStr: IPv4:port or

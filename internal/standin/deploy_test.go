@@ -1,6 +1,7 @@
 package standin_test
 
 import (
+	"net"
 	"os"
 	"regexp"
 	"strconv"
@@ -8,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/agentkeys/agentkeys-infra/contract"
+	"github.com/agentkeys/agentkeys-infra/internal/standin"
 	"github.com/stretchr/testify/require"
 )
 
@@ -162,4 +164,26 @@ func TestRPCFallbacks(t *testing.T) {
 		}
 		f.up("classify", env)
 	})
+}
+
+// A port already taken: the Rust mains return the bind error (exit 1); the
+// mock server unwraps it (a panic, exit 101).
+func TestBindInUse(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"broker", "backend", "signer", "audit", "creds"} {
+		t.Run(s, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t)
+			l, err := net.Listen("tcp4", f.wantBind(s))
+			require.NoError(t, err)
+			defer l.Close()
+			code := 1
+			if f.svc(s).Package == standin.PkgMock {
+				code = 101
+			}
+			p := f.start(f.svc(s).Package, f.args(s), f.env(s))
+			require.Equal(t, code, p.exit(), p.out.String())
+			require.Contains(t, p.out.String(), "Address already in use (os error 98)")
+		})
+	}
 }

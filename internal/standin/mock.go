@@ -30,7 +30,7 @@ func (p *proc) mock(args []string) int {
 	cmd := &command{name: p.pkg.Name, opts: []opt{
 		{long: "port", value: "PORT", def: "8090", hasDef: true, parse: parseU16},
 		{long: "signer-only"},
-		{long: "broker-session-pubkey-path", value: "BROKER_SESSION_PUBKEY_PATH", def: contract.SessionPubPEMPath, hasDef: true, parse: parsePath},
+		{long: "broker-session-pubkey-path", value: "BROKER_SESSION_PUBKEY_PATH", def: contract.SessionPubPEMPath, hasDef: true, path: true},
 	}}
 	m, e := cmd.parse(args)
 	if e != nil {
@@ -117,8 +117,9 @@ func (p *proc) mock(args []string) int {
 		return exitPanic
 	}
 	fmt.Fprintf(p.stdout, "Mock server running on %s\n", bindAddr)
-	serve(l, rt)
-	select {} // no graceful shutdown: SIGTERM ends the process
+	err = (&http.Server{Handler: rt, ReadHeaderTimeout: 30 * time.Second}).Serve(l)
+	fmt.Fprintf(p.stderr, "thread 'main' panicked: called `Result::unwrap()` on an `Err` value: %v\n", err)
+	return exitPanic
 }
 
 // signStsConfig is SignStsConfig::from_env: the provider trimmed; empty or

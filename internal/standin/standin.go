@@ -178,14 +178,19 @@ func listenAddrPort(ap netip.AddrPort) (net.Listener, error) {
 	if ap.Addr().Is4() {
 		network = "tcp4"
 	}
-	return net.ListenTCP(network, net.TCPAddrFromAddrPort(ap))
+	l, err := net.ListenTCP(network, net.TCPAddrFromAddrPort(ap))
+	if err != nil {
+		return nil, rustIOError(err)
+	}
+	return l, nil
 }
 
-// serve runs h on l until the listener fails; it never returns on its own.
-func serve(l net.Listener, h http.Handler) *http.Server {
+// serveForever is `axum::serve(listener, app).await?` without graceful
+// shutdown: it returns only when serving fails (exit 1); a signal ends the
+// process with the default disposition, as it ends the real one.
+func (p *proc) serveForever(l net.Listener, h http.Handler) int {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second}
-	go srv.Serve(l)
-	return srv
+	return p.fatal(srv.Serve(l))
 }
 
 func envOr(name, def string) string {

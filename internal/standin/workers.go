@@ -22,38 +22,70 @@ type capRoute struct {
 	sts   bool     // OptionalStsCreds runs before Json (axum extractor order)
 	extra []string // further required string fields of the request struct
 	// after runs once the cap verified; nil = the stand-in stops there.
-	after func(w http.ResponseWriter, r *http.Request, t *CapToken) bool
+	after afterFn
 }
+
+// afterFn checks what a route checks after the cap; false = it answered.
+type afterFn func(w http.ResponseWriter, r *http.Request, t *CapToken, body map[string]json.RawMessage) bool
 
 type workerSpec struct {
-	bind      string // clap default of --bind / WORKER_BIND
-	bucket    string // required bucket variable ("" none)
-	health    string // /healthz field carrying the bucket
-	kek       string
-	kekOpt    bool
-	class     string
-	credsWhys bool
-	routes    []capRoute
+	bind          string // clap default of --bind / WORKER_BIND
+	bucket        string // required bucket variable ("" none)
+	health        string // /healthz field carrying the bucket
+	kek           string
+	kekOpt        bool
+	class         string
+	namedVerdicts bool
+	routes        []capRoute
 }
 
-func (p *proc) workerSpec(brokerURL *string) workerSpec {
+// workerRT is what the routes read from the worker's config once it is
+// loaded.
+type workerRT struct {
+	brokerURL string
+	kekSet    bool
+	requireV3 bool
+}
+
+// storeMode is the #372 body rule of the creds and config puts: exactly
+// one of envelope_b64 / plaintext_b64 (400 otherwise).
+func storeMode(w http.ResponseWriter, m map[string]json.RawMessage, ambiguous, empty string) (plaintext, ok bool) {
+	has := func(k string) bool { v, ok := m[k]; return ok && string(v) != "null" }
+	switch env, pt := has("envelope_b64"), has("plaintext_b64"); {
+	case env && pt:
+		(&apiErr{http.StatusBadRequest, "exactly one of envelope_b64 / plaintext_b64 (both given)", ambiguous}).write(w)
+	case !env && !pt:
+		(&apiErr{http.StatusBadRequest, "exactly one of envelope_b64 / plaintext_b64 (neither given)", empty}).write(w)
+	default:
+		return pt, true
+	}
+	return false, false
+}
+
+func (p *proc) workerSpec(rtc *workerRT) workerSpec {
 	switch p.pkg.Name {
 	case PkgCreds:
 		return workerSpec{bind: "127.0.0.1:8080", bucket: "VAULT_BUCKET", health: "vault_bucket", kek: "AGENTKEYS_WORKER_KEK_HEX",
-			class: "credentials", credsWhys: true, routes: []capRoute{
-				{path: "/v1/cred/store", op: "store", sts: true, after: masterSelf("cred store is master-self only (operator must equal actor) — agents cannot self-store credentials (single-vault)", "cred_store_not_master_self")},
+			class: "credentials", namedVerdicts: true, routes: []capRoute{
+				{path: "/v1/cred/store", op: "store", sts: true, after: func(w http.ResponseWriter, r *http.Request, t *CapToken, body map[string]json.RawMessage) bool {
+					if !masterSelf("cred store is master-self only (operator must equal actor) — agents cannot self-store credentials (single-vault)", "cred_store_not_master_self")(w, r, t, body) {
+						return false
+					}
+					_, ok := storeMode(w, body, "store_mode_ambiguous", "store_mode_missing")
+					return ok
+				}},
 				{path: "/v1/cred/fetch", op: "fetch", sts: true},
 				{path: "/v1/cred/list", op: "fetch", sts: true, after: masterSelf("cred list is master-only (operator must equal actor)", "list_not_master_self")},
 				{path: "/v1/cred/teardown", op: "teardown", sts: true},
 			}}
 	case PkgMemory:
-		viaBroker := func(what string) func(http.ResponseWriter, *http.Request, *CapToken) bool {
-			return func(w http.ResponseWriter, r *http.Request, _ *CapToken) bool {
+		viaBroker := func(what string) afterFn {
+			return func(w http.ResponseWriter, r *http.Request, _ *CapToken, _ map[string]json.RawMessage) bool {
 				if bearer(r) == "" {
 					err403(what+" requires the delegate session bearer (Authorization: Bearer …)", "missing_session_bearer").write(w)
 					return false
 				}
-				if strings.TrimRight(*brokerURL, "/") == "" {
+				if strings.TrimRight(rtc.brokerURL, "/") == "" {
 					(&apiErr{http.StatusInternalServerError, what + " unavailable: BROKER_URL is not set on the memory worker", "broker_url_unset"}).write(w)
 					return false
 				}
@@ -71,7 +103,20 @@ func (p *proc) workerSpec(brokerURL *string) workerSpec {
 	case PkgConfig:
 		return workerSpec{bind: "127.0.0.1:8083", bucket: "CONFIG_BUCKET", health: "config_bucket", kek: "AGENTKEYS_CONFIG_KEK_HEX", kekOpt: true,
 			class: "config", routes: []capRoute{
-				{path: "/v1/config/put", op: "store", sts: true},
+				{path: "/v1/config/put", op: "store", sts: true, after: func(w http.ResponseWriter, _ *http.Request, _ *CapToken, body map[string]json.RawMessage) bool {
+					pt, ok := storeMode(w, body, "config_put_body_ambiguous", "config_put_body_empty")
+					switch {
+					case !ok || !pt:
+						return ok
+					case rtc.requireV3:
+						err403("plaintext config puts are disabled (AGENTKEYS_CONFIG_REQUIRE_V3=1) — send a client-encrypted v3 envelope_b64 (#372)", "config_plaintext_put_disabled").write(w)
+					case !rtc.kekSet:
+						(&apiErr{http.StatusInternalServerError, "legacy plaintext put needs AGENTKEYS_CONFIG_KEK_HEX, which this worker no longer carries — send a v3 envelope_b64 (#372)", "config_legacy_kek_missing"}).write(w)
+					default:
+						return true
+					}
+					return false
+				}},
 				{path: "/v1/config/get", op: "fetch", sts: true},
 				{path: "/v1/config/teardown", op: "teardown", sts: true},
 			}}
@@ -83,8 +128,8 @@ func (p *proc) workerSpec(brokerURL *string) workerSpec {
 	}
 }
 
-func masterSelf(msg, reason string) func(http.ResponseWriter, *http.Request, *CapToken) bool {
-	return func(w http.ResponseWriter, _ *http.Request, t *CapToken) bool {
+func masterSelf(msg, reason string) afterFn {
+	return func(w http.ResponseWriter, _ *http.Request, t *CapToken, _ map[string]json.RawMessage) bool {
 		if t.Payload.OperatorOmni != t.Payload.ActorOmni {
 			err403(msg, reason).write(w)
 			return false
@@ -117,8 +162,8 @@ func mustEnv(name, msg string) (string, error) {
 }
 
 func (p *proc) capWorker(args []string) int {
-	var brokerURL string
-	spec := p.workerSpec(&brokerURL)
+	rtc := &workerRT{}
+	spec := p.workerSpec(rtc)
 	cmd := &command{name: p.pkg.Name, opts: []opt{
 		{long: "bind", value: "BIND", env: "WORKER_BIND", def: spec.bind, hasDef: true, parse: parseSocketAddr},
 	}}
@@ -137,7 +182,7 @@ func (p *proc) capWorker(args []string) int {
 			return p.fatal(err)
 		}
 	}
-	c := &capEnv{credsReasons: spec.credsWhys, http: &http.Client{}}
+	c := &capEnv{namedVerdicts: spec.namedVerdicts, http: &http.Client{}}
 	if c.pubPEM, err = mustEnv(contract.VarCapPubKey, "BROKER_CAP_PUBKEY_PEM must be set"); err != nil {
 		return p.fatal(err)
 	}
@@ -173,10 +218,14 @@ func (p *proc) capWorker(args []string) int {
 			if err := contract.CheckKEK(v); err != nil {
 				return p.fatal(fmt.Errorf("%s %v", spec.kek, err))
 			}
+			rtc.kekSet = true
 		}
 	}
-	if p.pkg.Name == PkgMemory {
-		brokerURL = os.Getenv("BROKER_URL")
+	switch p.pkg.Name {
+	case PkgMemory:
+		rtc.brokerURL = os.Getenv("BROKER_URL")
+	case PkgConfig:
+		rtc.requireV3 = os.Getenv("AGENTKEYS_CONFIG_REQUIRE_V3") == "1"
 	}
 
 	rt := newRouter()
@@ -225,7 +274,7 @@ func (p *proc) capWorker(args []string) int {
 				e.write(w)
 				return
 			}
-			if ro.after != nil && !ro.after(w, r, t) {
+			if ro.after != nil && !ro.after(w, r, t, body) {
 				return
 			}
 			unimplemented(w, "reach S3, the broker or the catalog")
@@ -238,8 +287,7 @@ func (p *proc) capWorker(args []string) int {
 		return p.fatal(err)
 	}
 	p.logf("listening on %s (chain=%s)", bind, profile)
-	serve(l, rt)
-	select {} // axum::serve without graceful shutdown: a signal ends the process
+	return p.serveForever(l, rt)
 }
 
 // The audit worker (auditMain, auditState, handlers index 55728597497).
@@ -285,8 +333,7 @@ func (p *proc) audit(args []string) int {
 		return p.fatal(err)
 	}
 	p.logf("agentkeys-worker-audit listening bind=%s", m.get("bind"))
-	serve(l, rt)
-	select {}
+	return p.serveForever(l, rt)
 }
 
 // The email worker (emailMain, emailState): unauthenticated SES/S3 relay.
@@ -321,6 +368,5 @@ func (p *proc) email(args []string) int {
 		return p.fatal(err)
 	}
 	p.logf("agentkeys-worker-email listening bind=%s bucket=%s", m.get("bind"), m.get("inbox-bucket"))
-	serve(l, rt)
-	select {}
+	return p.serveForever(l, rt)
 }
