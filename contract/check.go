@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -24,7 +25,10 @@ func CheckMasterSecret(v string) error {
 	if v == "" {
 		return errors.New("is empty (the signer would start with /dev/* disabled: 503 signer_disabled)")
 	}
-	raw, err := hex.DecodeString(strings.TrimPrefix(v, "0x"))
+	for strings.HasPrefix(v, "0x") { // trim_start_matches strips every repeat
+		v = v[2:]
+	}
+	raw, err := hex.DecodeString(v)
 	if err != nil {
 		return errors.New("is not valid hex (the backend and signer exit 2: FATAL: invalid DEV_KEY_SERVICE_MASTER_SECRET)")
 	}
@@ -88,7 +92,7 @@ func ParseSPKIP256(b []byte) (*ecdsa.PublicKey, error) {
 // WORKER_BIND workers exit 2 on anything else).
 func CheckSocketAddr(v string) error {
 	host, port, err := net.SplitHostPort(v)
-	if err != nil || net.ParseIP(host) == nil || port == "" || strings.TrimLeft(port, "0123456789") != "" {
+	if err != nil || net.ParseIP(host) == nil || !isPort(port) {
 		return fmt.Errorf("%q is not IP:port", v)
 	}
 	return nil
@@ -96,10 +100,16 @@ func CheckSocketAddr(v string) error {
 
 // CheckHostPort is a host:port a tokio TcpListener binds.
 func CheckHostPort(v string) error {
-	if _, _, err := net.SplitHostPort(v); err != nil {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil || host == "" || !isPort(port) {
 		return fmt.Errorf("%q is not host:port", v)
 	}
 	return nil
+}
+
+func isPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 0 && n <= 65535 && strconv.Itoa(n) == p
 }
 
 // CheckHTTPURL is an http(s) JSON-RPC endpoint. The binaries do not check

@@ -198,6 +198,9 @@ func TestSecretChecks(t *testing.T) {
 	assert.Error(t, CheckKEK(strings.Repeat("zz", 32)))
 
 	assert.NoError(t, CheckSocketAddr("127.0.0.1:9094"))
+	assert.Error(t, CheckSocketAddr("127.0.0.1:99999"), "out of range: clap exits 2")
+	assert.Error(t, CheckHostPort(":9092"))
+	assert.NoError(t, CheckMasterSecret("0x0x"+good), "every 0x prefix is stripped, as trim_start_matches does")
 	assert.Error(t, CheckSocketAddr("localhost:9094"), "clap SocketAddr takes no hostname")
 	assert.NoError(t, CheckAddressOrEmpty(""))
 	assert.Error(t, CheckAddressOrEmpty("0x123"))

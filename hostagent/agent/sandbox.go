@@ -293,6 +293,9 @@ func (s *Sandbox) Environ(unit string) ([]string, error) {
 	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00"), nil
 }
 
+// PID is the pid of unit's process (0 when it has none).
+func (s *Sandbox) PID(unit string) int { return s.pid(unit) }
+
 // Cmdline returns the arguments of unit's running process.
 func (s *Sandbox) Cmdline(unit string) ([]string, error) {
 	pid := s.pid(unit)
@@ -425,7 +428,18 @@ func (s *Sandbox) spawn(unit string) error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(fsx.HostPath(s.Root, u.exec[0]), u.exec[1:]...)
+	// ExecStart's ${VAR} come from the unit's environment, as in systemd.
+	vars := map[string]string{}
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			vars[k] = v
+		}
+	}
+	args := make([]string, len(u.exec)-1)
+	for i, a := range u.exec[1:] {
+		args[i] = os.Expand(a, func(k string) string { return vars[k] })
+	}
+	cmd := exec.Command(fsx.HostPath(s.Root, u.exec[0]), args...)
 	cmd.Env, cmd.Dir = env, s.Root
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Own session: the service outlives an agent that is killed mid-run, as under systemd.

@@ -379,9 +379,16 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		}
 	}
 	// Start in the spec's order (the broker before the services ordered
-	// after it).
+	// after it). A unit whose binary is not installed (the build step was
+	// left out) is not started: its files are in place for inspection.
+	var notStarted []string
 	for i := range s.Services {
 		u := s.Services[i].Unit
+		if !env.DryRun && !env.Exists(s.Services[i].Install) {
+			notStarted = append(notStarted, u)
+			detail[u] = "not started: " + s.Services[i].Install + " is not installed (run the build step)"
+			continue
+		}
 		enabled, err := env.Sys.IsEnabled(ctx, u)
 		if err != nil {
 			return res, err
@@ -437,6 +444,9 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		}
 	}
 	res.Detail = map[string]any{"units": detail}
+	if len(notStarted) > 0 {
+		res.Reason = fmt.Sprintf("%d units not started: their binaries are not installed (run the build step): %s", len(notStarted), strings.Join(notStarted, ", "))
+	}
 	if env.DryRun {
 		return res, nil
 	}

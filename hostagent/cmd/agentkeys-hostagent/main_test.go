@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentkeys/agentkeys-infra/contract"
 	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
 	"github.com/agentkeys/agentkeys-infra/hostagent/fsx"
 	"github.com/agentkeys/agentkeys-infra/hostagent/internal/sandboxtest"
@@ -396,4 +397,36 @@ func TestPackagesStepOnlyAndSkip(t *testing.T) {
 	assert.Equal(t, "skipped: "+agent.SandboxNoPackages, sum.Steps[1].Detail["nginx"])
 	assert.Equal(t, []string{"install-package nginx", "install-package git", "install-package curl", "install-package ca-certificates",
 		"install-package build-essential", "install-package pkg-config", "install-package libssl-dev"}, calls(t, root, 0))
+}
+
+// The rendered host stays inspectable without a build: --only
+// users,secrets,units,nginx writes, under a sandbox root, every env file,
+// unit, site and key the agent manages; the units whose binaries are not
+// installed are not started, and the run says so.
+func TestRenderWithoutABuild(t *testing.T) {
+	s := sandboxtest.Spec(t, sandboxtest.NewRepo(t))
+	specPath := sandboxtest.WriteSpec(t, s)
+	root := t.TempDir()
+	t.Cleanup(agent.NewSandbox(root).StopAll)
+	r := runAgent(t, nil, "apply", "--spec", specPath, "--root", root, "--only", "users,secrets,units,nginx", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var sum agent.Summary
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &sum), r.stdout)
+	assert.Equal(t, []string{"identity", "users", "secrets", "units", "nginx"}, stepNames(&sum))
+	assert.Contains(t, sum.Steps[3].Reason, "9 units not started: their binaries are not installed (run the build step)")
+	var want []string
+	for _, svc := range s.Services {
+		want = append(want, contract.UnitPath(svc.Unit))
+		if svc.EnvFile != "" {
+			want = append(want, svc.EnvFile)
+		}
+		if svc.Site != "" {
+			want = append(want, "/etc/nginx/sites-available/"+svc.Site)
+		}
+	}
+	want = append(want, contract.MasterSecretFile, contract.PubKeyEnvFile, contract.OIDCKeypairPath, contract.SessionKeypairPath, contract.SessionPubPEMPath)
+	for _, p := range want {
+		assert.FileExists(t, fsx.HostPath(root, p))
+	}
+	assert.Len(t, want, 9+7+8+5, "units, env files (the backend and signer have none), sites, secrets and keys")
 }
