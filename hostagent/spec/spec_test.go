@@ -29,7 +29,7 @@ func decode(t *testing.T, m map[string]any) error {
 	return err
 }
 
-func services(m map[string]any) []any       { return m["services"].([]any) }
+func services(m map[string]any) []any { return m["services"].([]any) }
 func env(m map[string]any, i int) map[string]any {
 	return services(m)[i].(map[string]any)["env"].(map[string]any)
 }
@@ -82,7 +82,9 @@ func TestValidateRejects(t *testing.T) {
 		{"relative state dir", func(m map[string]any) { m["stateDir"] = "var/lib/agentkeys" }, "stateDir"},
 		{"shared env file", func(m map[string]any) { services(m)[3].(map[string]any)["envFile"] = "/etc/agentkeys/broker.env" },
 			`host spec field services[3].envFile: "/etc/agentkeys/broker.env" is also the envFile of services[0] (broker); give each service its own`},
-		{"unclean env file path", func(m map[string]any) { services(m)[3].(map[string]any)["envFile"] = "/etc/agentkeys//worker-audit.env" },
+		{"unclean env file path", func(m map[string]any) {
+			services(m)[3].(map[string]any)["envFile"] = "/etc/agentkeys//worker-audit.env"
+		},
 			"must be an absolute path"},
 		{"service port 0", func(m map[string]any) { services(m)[1].(map[string]any)["port"] = 0 }, "host spec field services[1].port: 0 is not a TCP port; use a free port in 1..65535"},
 		{"service port too high", func(m map[string]any) { services(m)[1].(map[string]any)["port"] = 65536 }, "host spec field services[1].port: 65536 is not a TCP port"},
