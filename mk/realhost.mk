@@ -1,7 +1,7 @@
 # A real Debian host with systemd as PID 1 (systemd-nspawn), for humans and
 # for the tests that need real systemd, apt, users and sshd
 # (internal/testkit/realhost; installed by .ci/install.d/realhost.sh).
-REALHOST_PKGS ?= ./internal/testkit/realhost/...
+REALHOST_PKGS ?= ./internal/testkit/realhost/... ./hostagent/realhost/...
 
 .PHONY: realhost test-realhost
 
