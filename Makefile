@@ -15,15 +15,15 @@ check-isolation:
 	@$(GO) run ./infra/cmd/check-isolation --timing
 
 ## test: the full suite (unit, mock-engine, real-component tests); what CI runs
-test: deps lint test-unit check-isolation test-e2e
+test: deps lint test-unit check-isolation test-e2e test-realhost
 
 ## deps: install what the real-component tests need (idempotent; apt-get needs root when something is missing)
 deps:
 	@for f in .ci/install.d/*.sh; do bash "$$f" || { echo "deps: $$f failed" >&2; exit 1; }; done
 
-## test-unit: every package's tests but the real-component e2e packages
+## test-unit: every package's tests but the real-component e2e and real-host packages
 test-unit:
-	$(GO) test -count=1 $$($(GO) list ./... | grep -v '/e2e')
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e '/e2e' -e '/realhost')
 
 ## lint: gofmt + go vet
 lint:

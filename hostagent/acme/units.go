@@ -20,15 +20,19 @@ const (
 	RenewTimer   = "agentkeys-hostagent-renew.timer"
 )
 
+// NginxVhostDirs are where a renewal may rewrite vhosts (Phase A to B):
+// conf.d, and the sites-available files with their sites-enabled links.
+var NginxVhostDirs = []string{"/etc/nginx/conf.d", "/etc/nginx/sites-available", "/etc/nginx/sites-enabled"}
+
 // RenewUnits returns the renew timer and its service, by unit file name.
 // specFile is an absolute host path. The service runs the installed agent
 // (spec.AgentPath), never the copy that wrote the unit, which may be a
 // staged one under /home that ProtectHome hides. It runs as root (it writes
 // private keys and reloads nginx) but may write only the certificate,
-// state, webroot and nginx runtime paths; each is optional ("-"), so a path
-// that does not exist yet does not fail the unit.
+// state, webroot, vhost and nginx runtime paths; each is optional ("-"), so
+// a path that does not exist yet does not fail the unit.
 func RenewUnits(specFile, stateDir, webroot string) map[string]string {
-	rw := []string{nginx.CertDir, stateDir, webroot, "/run", "/var/log/nginx", "/var/lib/nginx"}
+	rw := append([]string{nginx.CertDir, stateDir, webroot, "/run", "/var/log/nginx", "/var/lib/nginx"}, NginxVhostDirs...)
 	sort.Strings(rw)
 	agentBin := spec.AgentPath
 	service := fmt.Sprintf(`# Managed by agentkeys-hostagent; edits are overwritten.
@@ -62,8 +66,9 @@ SystemCallArchitectures=native
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
 SystemCallFilter=@system-service
 SystemCallErrorNumber=EPERM
-# Root for root-owned keys and the nginx reload; only what nginx -t needs.
-CapabilityBoundingSet=CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_SETUID CAP_SETGID
+# Root for root-owned keys and the nginx reload; only what nginx -t needs
+# (it binds the listen ports, 80 and 443, and switches to www-data).
+CapabilityBoundingSet=CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_SETUID CAP_SETGID CAP_NET_BIND_SERVICE
 UMask=0077
 ProtectProc=invisible
 ProcSubset=pid

@@ -15,8 +15,12 @@ const (
 
 // RustupCommand installs a minimal stable toolchain non-interactively,
 // leaving shell profiles alone (CargoOnPath finds cargo instead). It runs as
-// sh -c, as root, with RustupEnv.
-const RustupCommand = "curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --no-modify-path"
+// sh -c, as root, with RustupEnv. The installer is downloaded to a file
+// first: piped into sh, a failed download (an unresolvable host) exits 0
+// and curl's error is lost.
+const RustupCommand = `set -e; f=$(mktemp); trap 'rm -f "$f"' EXIT; ` +
+	`curl --proto '=https' --tlsv1.2 -sSf -o "$f" https://sh.rustup.rs; ` +
+	`sh "$f" -y --profile minimal --no-modify-path`
 
 // RustupEnv pins the install to root's home whatever HOME sudo left.
 var RustupEnv = []string{"HOME=/root", "CARGO_HOME=" + RootCargoHome, "RUSTUP_HOME=" + RootRustupHome}

@@ -230,7 +230,10 @@ func (h *Host) InstallPackage(ctx context.Context, name string) (bool, string, e
 		return false, "", nil
 	}
 	if mgr == "dnf" {
-		_, err := h.cmd(ctx, nil, "dnf", append([]string{"install", "-y", "-q"}, miss...)...)
+		out, err := h.cmd(ctx, nil, "dnf", append([]string{"install", "-y", "-q"}, miss...)...)
+		if err != nil && (strings.Contains(string(out), "No match for argument") || strings.Contains(err.Error(), "No match for argument")) {
+			return false, "", fmt.Errorf("%s: %w (dnf has no match): %v", name, ErrPackageUnavailable, err)
+		}
 		return err == nil, "", err
 	}
 	env := []string{"DEBIAN_FRONTEND=noninteractive"}
@@ -241,22 +244,47 @@ func (h *Host) InstallPackage(ctx context.Context, name string) (bool, string, e
 		h.aptUpdated = true
 	}
 	_, err = h.cmd(ctx, env, "apt-get", append([]string{"install", "-y", "-q", "-o", aptLockTimeout}, miss...)...)
+	if err != nil && !h.aptCandidate(ctx, name) {
+		return false, "", fmt.Errorf("%s: %w (apt-cache policy shows no candidate): %v", name, ErrPackageUnavailable, err)
+	}
 	return err == nil, "", err
 }
 
+// ErrPackageUnavailable is InstallPackage's error when the host's package
+// sources do not have the package at all (ec2-instance-connect on Debian),
+// as opposed to an install that failed.
+var ErrPackageUnavailable = errors.New("not available from this host's package sources")
+
+// aptCandidate reports whether apt has a version of name to install; when
+// it cannot tell, it says yes, so the install's own error stands.
+func (h *Host) aptCandidate(ctx context.Context, name string) bool {
+	out, err := h.cmd(ctx, nil, "apt-cache", "policy", name)
+	if err != nil {
+		return true
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Candidate:"); ok {
+			v = strings.TrimSpace(v)
+			return v != "" && v != "(none)"
+		}
+	}
+	return false // apt does not know the name
+}
+
 // InstallRustToolchain runs RustupCommand as root when cargo is not found,
-// then requires cargo in root's rustup bin directory (a failed download
-// leaves sh's pipeline exiting 0).
+// then requires cargo in root's rustup bin directory. A failure carries the
+// installer's own output (curl's error, rustup's).
 func (h *Host) InstallRustToolchain(ctx context.Context) (bool, string, error) {
 	if _, err := lookCargo(h.look); err == nil {
 		return false, "", nil
 	}
-	if _, err := h.cmd(ctx, RustupEnv, "sh", "-c", RustupCommand); err != nil {
+	out, err := h.cmd(ctx, RustupEnv, "sh", "-c", RustupCommand)
+	if err != nil {
 		return false, "", err
 	}
 	cargo := RootCargoHome + "/bin/cargo"
 	if _, err := h.look(cargo); err != nil {
-		return false, "", fmt.Errorf("sh -c %s: exited 0 but installed no %s", RustupCommand, cargo)
+		return false, "", fmt.Errorf("sh -c %s: exited 0 but installed no %s: %s", RustupCommand, cargo, tail(string(out), 2000))
 	}
 	return true, "", nil
 }

@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -91,10 +93,25 @@ func TestHostAptInstallsMissingPackagesAfterOneUpdate(t *testing.T) {
 	assert.Equal(t, []string{"dpkg-query -W -f=${Status} pkg-config"}, m.calls)
 
 	// A failed install names the command and keeps apt's output.
-	m.fail = map[string]string{apt + " install -y -q -o DPkg::Lock::Timeout=600 pkg-config": "E: Unable to locate package pkg-config"}
+	m.fail = map[string]string{apt + " install -y -q -o DPkg::Lock::Timeout=600 pkg-config": "E: Sub-process /usr/bin/dpkg returned an error code (1)"}
+	m.out["apt-cache policy pkg-config"] = "pkg-config:\n  Installed: (none)\n  Candidate: 1.8.1-1\n"
 	_, _, err = h.InstallPackage(ctx, "pkg-config")
 	require.Error(t, err)
-	assert.Equal(t, "apt-get install -y -q -o DPkg::Lock::Timeout=600 pkg-config: exit status 1: E: Unable to locate package pkg-config", err.Error())
+	assert.NotErrorIs(t, err, ErrPackageUnavailable, "the package exists: the install failed")
+	assert.Equal(t, "apt-get install -y -q -o DPkg::Lock::Timeout=600 pkg-config: exit status 1: E: Sub-process /usr/bin/dpkg returned an error code (1)", err.Error())
+
+	// A package the sources do not have (ec2-instance-connect on Debian):
+	// apt-cache knows no candidate, and the error says so.
+	for name, policy := range map[string]string{
+		"ec2-instance-connect": "",                                                          // apt has never heard of it
+		"virtual-only":         "virtual-only:\n  Installed: (none)\n  Candidate: (none)\n", // known, nothing installable
+	} {
+		m.fail[apt+" install -y -q -o DPkg::Lock::Timeout=600 "+name] = "E: Unable to locate package " + name
+		m.out["apt-cache policy "+name] = policy
+		_, _, err = h.InstallPackage(ctx, name)
+		require.ErrorIs(t, err, ErrPackageUnavailable, name)
+		assert.Contains(t, err.Error(), "E: Unable to locate package "+name)
+	}
 }
 
 func TestHostDnfMapsDebianNames(t *testing.T) {
@@ -133,7 +150,7 @@ func TestHostDnfMapsDebianNames(t *testing.T) {
 func TestHostRustToolchain(t *testing.T) {
 	ctx := context.Background()
 	rustup := "HOME=/root CARGO_HOME=/root/.cargo RUSTUP_HOME=/root/.rustup sh -c " + RustupCommand
-	assert.Equal(t, "curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --no-modify-path", RustupCommand)
+	assert.NotContains(t, RustupCommand, "| sh", "piped into sh, a failed download exits 0 and its error is lost")
 
 	// Cargo found (on PATH, or in root's rustup dir): nothing runs.
 	for _, where := range []string{"cargo", "/root/.cargo/bin/cargo"} {
@@ -157,15 +174,35 @@ func TestHostRustToolchain(t *testing.T) {
 	assert.Empty(t, skipped)
 	assert.Equal(t, []string{rustup}, m.calls)
 
-	// The pipeline exits 0 when curl fails: no cargo is an error.
-	m = &fakeMachine{tools: map[string]bool{}}
+	// The installer exits 0 yet leaves no cargo: an error with its output.
+	m = &fakeMachine{tools: map[string]bool{}, out: map[string]string{rustup: "info: nothing done"}}
 	_, _, err = m.host().InstallRustToolchain(ctx)
-	assert.ErrorContains(t, err, "sh -c "+RustupCommand+": exited 0 but installed no /root/.cargo/bin/cargo")
+	assert.ErrorContains(t, err, "sh -c "+RustupCommand+": exited 0 but installed no /root/.cargo/bin/cargo: info: nothing done")
 
 	// rustup fails: the error names the command.
 	m = &fakeMachine{tools: map[string]bool{}, fail: map[string]string{rustup: "curl: (6) Could not resolve host: sh.rustup.rs"}}
 	_, _, err = m.host().InstallRustToolchain(ctx)
 	assert.EqualError(t, err, "sh -c "+RustupCommand+": exit status 1: curl: (6) Could not resolve host: sh.rustup.rs")
+}
+
+// The real RustupCommand under a real sh, with a curl that cannot resolve
+// the host: the error is curl's, not a silent exit 0.
+func TestRustupCommandKeepsCurlsError(t *testing.T) {
+	bin := t.TempDir()
+	curl := "#!/bin/sh\necho 'curl: (6) Could not resolve host: sh.rustup.rs' >&2\nexit 6\n"
+	require.NoError(t, os.WriteFile(filepath.Join(bin, "curl"), []byte(curl), 0o755))
+	for _, tool := range []string{"sh", "mktemp", "rm"} {
+		p, err := exec.LookPath(tool)
+		require.NoError(t, err)
+		require.NoError(t, os.Symlink(p, filepath.Join(bin, tool)))
+	}
+	home := t.TempDir()
+	h := &Host{lookPath: func(string) (string, error) { return "", exec.ErrNotFound }}
+	t.Setenv("PATH", bin)
+	_, err := h.cmd(context.Background(), []string{"HOME=" + home}, "sh", "-c", RustupCommand)
+	require.Error(t, err, "a failed download must fail the install")
+	assert.Contains(t, err.Error(), "exit status 6")
+	assert.Contains(t, err.Error(), "curl: (6) Could not resolve host: sh.rustup.rs")
 }
 
 func TestLookCargo(t *testing.T) {

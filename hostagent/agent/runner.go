@@ -67,6 +67,11 @@ func (r *Runner) Run(ctx context.Context, env *Env, only ...string) (*Summary, e
 	if env.Report == nil {
 		env.Report = &Report{}
 	}
+	if _, counted := env.Sys.(countingSystem); env.Sys != nil && !counted {
+		sys := env.Sys
+		env.Sys = countingSystem{System: sys, env: env}
+		defer func() { env.Sys = sys }()
+	}
 	sum := &Summary{DryRun: env.DryRun, Steps: []Result{}}
 	if env.Spec != nil {
 		sum.Stack, sum.Issuer = env.Spec.Stack, env.Spec.Issuer
@@ -91,6 +96,15 @@ func (r *Runner) Run(ctx context.Context, env *Env, only ...string) (*Summary, e
 	for _, s := range r.Steps {
 		if len(want) == 0 || want[s.Name()] {
 			list = append(list, s)
+		}
+	}
+	env.runs = map[string]bool{}
+	for _, s := range r.Steps {
+		env.runs[s.Name()] = false
+	}
+	for _, s := range list {
+		if _, left := s.(skippedStep); !left {
+			env.runs[s.Name()] = true
 		}
 	}
 	for _, s := range list {

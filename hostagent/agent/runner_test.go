@@ -158,3 +158,53 @@ func writeTestFile(p, s string) error {
 	}
 	return os.WriteFile(p, []byte(s), 0o644)
 }
+
+// Reloads count every reload a run makes: daemon-reload and sshd's reload
+// go to systemctl directly, nginx's through ReloadNginx; a failed reload
+// is not one.
+func TestRunnerCountsDaemonAndSSHDReloads(t *testing.T) {
+	var ran []string
+	root := t.TempDir()
+	sb := &sshOnly{NewSandbox(root)}
+	env := &Env{Root: root, Sys: sb}
+	step := func(env *Env) (Result, error) {
+		ctx := context.Background()
+		if err := env.Sys.Systemctl(ctx, "daemon-reload"); err != nil {
+			return Result{}, err
+		}
+		if err := env.Sys.Systemctl(ctx, "reload", "ssh"); err != nil {
+			return Result{}, err
+		}
+		if err := env.Sys.Systemctl(ctx, "reload", "sshd"); err == nil {
+			return Result{}, errors.New("reload sshd should fail here")
+		}
+		return Result{}, env.ReloadNginx(ctx)
+	}
+	r := &Runner{Steps: []Step{fakeStep{"units", step, &ran}}}
+	sum, err := r.Run(context.Background(), env)
+	require.NoError(t, err)
+	assert.Equal(t, 3, sum.Counters.Reloads, "daemon-reload, reload ssh, nginx; not the failed reload")
+	assert.Same(t, sb, env.Sys.(*sshOnly), "the run's counting wrapper stays inside the run")
+
+	// A plan (dry run) counts nothing.
+	env2 := &Env{Root: root, Sys: sb, DryRun: true}
+	sum, err = (&Runner{Steps: []Step{fakeStep{"units", func(env *Env) (Result, error) {
+		return Result{}, env.Sys.Systemctl(context.Background(), "daemon-reload")
+	}, &ran}}}).Run(context.Background(), env2)
+	require.NoError(t, err)
+	assert.Zero(t, sum.Counters.Reloads)
+}
+
+// sshOnly is a sandbox whose sshd is ssh.service, as on Debian: reloading
+// sshd.service fails.
+type sshOnly struct{ *sandboxType }
+
+// sandboxType names the embedded field so that Sandbox() stays a method.
+type sandboxType = Sandbox
+
+func (s *sshOnly) Systemctl(ctx context.Context, verb string, units ...string) error {
+	if verb == "reload" && len(units) == 1 && units[0] == "sshd" {
+		return errors.New("unit sshd.service not found")
+	}
+	return s.sandboxType.Systemctl(ctx, verb, units...)
+}

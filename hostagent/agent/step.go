@@ -49,6 +49,29 @@ type Env struct {
 	Sys System
 	// Report collects hosts and health facts for the JSON summary.
 	Report *Report
+	// runs maps the runner's steps to whether this run carries them out
+	// (set by Runner.Run).
+	runs map[string]bool
+}
+
+// WillRun reports whether the named step runs in this run: false when
+// --only leaves it out or --skip stands in for it; true for a step the
+// runner does not have, or outside a runner. A step uses it to leave out
+// preparations only another step needs (the toolchain for the build).
+func (e *Env) WillRun(step string) bool {
+	runs, known := e.runs[step]
+	return !known || runs
+}
+
+// Skip stands in for a step left out of a run (--skip): it reports the
+// step skipped with reason, and WillRun says it does not run.
+func Skip(name, reason string) Step { return skippedStep{name, reason} }
+
+type skippedStep struct{ name, reason string }
+
+func (s skippedStep) Name() string { return s.name }
+func (s skippedStep) Run(context.Context, *Env) (Result, error) {
+	return Result{Step: s.name, Status: Skipped, Reason: s.reason}, nil
 }
 
 // Step is one named, idempotent phase of a converge.

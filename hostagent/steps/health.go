@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/agentkeys/agentkeys-infra/hostagent/acme"
@@ -20,8 +21,8 @@ import (
 	"github.com/agentkeys/agentkeys-infra/hostagent/nginx"
 )
 
-// Health waits, bounded by spec.HealthTimeoutSeconds (default 60), for each
-// service's health path on 127.0.0.1, and for the broker's OIDC discovery
+// Health waits, each check bounded on its own by spec.HealthTimeoutSeconds
+// (default 60) and all at once, for each service's health path on 127.0.0.1, and for the broker's OIDC discovery
 // (issuer byte-for-byte equal to the spec's) and JWKS (at least one ES256
 // key). Once the broker's certificate is on disk it also fetches the
 // discovery through nginx over TLS, as AWS will, and (when the certificates
@@ -110,17 +111,29 @@ func (Health) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	if timeout == 0 {
 		timeout = 60 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	// Each check polls on its own, with its own deadline: one service that
+	// never answers (a crash loop) must not use up the time of the others.
 	client := &http.Client{Timeout: 5 * time.Second}
-	var failed []string
-	detail := map[string]any{}
-	for _, c := range checks {
+	errs := make([]error, len(checks))
+	var wg sync.WaitGroup
+	for i, c := range checks {
 		cl := client
 		if c.client != nil {
 			cl = c.client
 		}
-		err := probe(ctx, cl, c)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			errs[i] = probe(cctx, cl, c, timeout)
+		}()
+	}
+	wg.Wait()
+	var failed []string
+	detail := map[string]any{}
+	for i, c := range checks {
+		err := errs[i]
 		hc := agent.HealthCheck{URL: c.url, OK: err == nil}
 		if err != nil {
 			hc.Detail = err.Error()
@@ -131,21 +144,29 @@ func (Health) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	}
 	res.Detail = detail
 	if len(failed) > 0 {
-		return res, fmt.Errorf("%d of %d checks failed within %s: %v", len(failed), len(checks), timeout, failed)
+		return res, fmt.Errorf("%d of %d checks failed, each within %s: %v", len(failed), len(checks), timeout, failed)
 	}
 	return res, nil
 }
 
-// probe polls one URL until it answers 200 (and verifies) or ctx ends.
-func probe(ctx context.Context, client *http.Client, c check) error {
+// probe polls one URL until it answers 200 (and verifies) or ctx ends. A
+// failure names the service's own last answer (connection refused, HTTP
+// 503…), not the deadline that cut the last attempt short.
+func probe(ctx context.Context, client *http.Client, c check, timeout time.Duration) error {
 	var last error
 	for {
-		last = get(ctx, client, c)
-		if last == nil {
+		err := get(ctx, client, c)
+		if err == nil {
 			return nil
+		}
+		if ctx.Err() == nil || last == nil {
+			last = err
 		}
 		select {
 		case <-ctx.Done():
+			if ctx.Err() == context.DeadlineExceeded {
+				return fmt.Errorf("%w (still failing after %s)", last, timeout)
+			}
 			return last
 		case <-time.After(200 * time.Millisecond):
 		}

@@ -150,3 +150,38 @@ func TestHealthChecksBrokerDiscoveryOverTLS(t *testing.T) {
 		assert.Contains(t, checks[agent.HealthBrokerTLS].Detail, "nginx serves a certificate other than "+fullchain)
 	}
 }
+
+// A service that never answers (a crash loop) fails its own check with its
+// own error; the broker's checks, listed after it, still pass.
+func TestHealthOneDeadServiceDoesNotFailTheOthers(t *testing.T) {
+	s := sandboxtest.Spec(t, sandboxtest.NewRepo(t), "broker", "audit")
+	s.HealthTimeoutSeconds = 2
+	s.Services[0], s.Services[1] = s.Services[1], s.Services[0] // the dead one is checked first
+	b := s.Broker()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "ok") })
+	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, `{"issuer":%q}`, s.Issuer)
+	})
+	mux.HandleFunc("/.well-known/jwks.json", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, `{"keys":[{"kty":"EC","crv":"P-256","alg":"ES256","kid":"k1"}]}`)
+	})
+	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(b.Port))
+	require.NoError(t, err)
+	serve(t, l, mux)
+
+	env, _ := newEnv(t, s)
+	start := time.Now()
+	res, err := Health{}.Run(context.Background(), env)
+	require.Error(t, err)
+	assert.Less(t, time.Since(start), 3*2*time.Second, "checks must not queue behind each other's deadlines")
+	checks := env.Report.HealthChecks()
+	for _, name := range []string{"broker", agent.HealthBrokerDiscovery, agent.HealthBrokerJWKS} {
+		assert.True(t, checks[name].OK, "%s: %s", name, checks[name].Detail)
+	}
+	audit := checks["audit"]
+	assert.False(t, audit.OK)
+	assert.Contains(t, audit.Detail, "connection refused", "the dead service's own error, not the deadline")
+	assert.Contains(t, err.Error(), "1 of 4 checks failed")
+	assert.Len(t, res.Detail, 4)
+}

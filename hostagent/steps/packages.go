@@ -20,8 +20,8 @@ var OSPackages = []string{"nginx", "git", "curl", "ca-certificates", "build-esse
 // (or, in plan, missing) toolchain.
 const RustToolchainChange = "the Rust toolchain (rustup, minimal profile) in " + agent.RootCargoHome
 
-// Packages installs OSPackages and, when the build runs cargo and cargo is
-// not found, a Rust toolchain for root. It changes nothing on a host that
+// Packages installs OSPackages and, when this run's build runs cargo and
+// cargo is not found, a Rust toolchain for root. It changes nothing on a host that
 // has them all (only presence checks run). Plan reports what apply would
 // install.
 type Packages struct {
@@ -75,6 +75,10 @@ func (p Packages) rust(ctx context.Context, env *agent.Env, res *agent.Result) e
 			cmds = "no build commands"
 		}
 		res.Detail["rust-toolchain"] = "skipped: not required, the build runs no cargo (" + cmds + ")"
+		return nil
+	}
+	if build := (Build{}).Name(); !env.WillRun(build) {
+		res.Detail["rust-toolchain"] = "skipped: the " + build + " step does not run in this run (--skip " + build + ", or --only without it); the run that builds installs it"
 		return nil
 	}
 	look := p.LookCargo

@@ -3,6 +3,7 @@ package steps
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -110,10 +111,11 @@ type sandboxSys = agent.Sandbox
 // others (or fails to, for names in fail).
 type fakePkgHost struct {
 	*sandboxSys
-	present  map[string]bool
-	fail     map[string]bool
-	cargo    bool
-	installs []string
+	present     map[string]bool
+	fail        map[string]bool
+	unavailable map[string]bool // not in the package sources at all
+	cargo       bool
+	installs    []string
 }
 
 func (f *fakePkgHost) HasPackage(_ context.Context, name string) (bool, string, error) {
@@ -123,6 +125,9 @@ func (f *fakePkgHost) HasPackage(_ context.Context, name string) (bool, string, 
 func (f *fakePkgHost) InstallPackage(_ context.Context, name string) (bool, string, error) {
 	if f.present[name] {
 		return false, "", nil
+	}
+	if f.unavailable[name] {
+		return false, "", fmt.Errorf("%s: %w (apt-cache policy shows no candidate): E: Unable to locate package %s", name, agent.ErrPackageUnavailable, name)
 	}
 	if f.fail[name] {
 		return false, "", errors.New("apt-get install -y -q -o DPkg::Lock::Timeout=600 " + name + ": exit status 100: E: Unable to locate package " + name)
@@ -182,4 +187,57 @@ func TestPackagesFailureNamesPackageAndCommand(t *testing.T) {
 	_, err := Packages{}.Run(context.Background(), env)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "install OS package libssl-dev: apt-get install -y -q -o DPkg::Lock::Timeout=600 libssl-dev: exit status 100")
+}
+
+// --skip build, or --only without build: the toolchain only the build
+// needs is not installed in this run.
+func TestPackagesNoToolchainWhenBuildDoesNotRun(t *testing.T) {
+	for name, tc := range map[string]struct {
+		steps []agent.Step
+		only  []string
+	}{
+		"--skip build":           {steps: []agent.Step{Packages{LookCargo: noCargo}, agent.Skip("build", "--skip")}},
+		"--only packages":        {steps: []agent.Step{Packages{LookCargo: noCargo}, Build{}}, only: []string{"packages"}},
+		"build runs (reference)": {steps: []agent.Step{Packages{LookCargo: noCargo}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := sandboxtest.Spec(t, sandboxtest.NewRepo(t))
+			s.Build.Command = nil // cargo
+			env, sb := newEnv(t, s)
+			guard, _ := Core()
+			sum, err := (&agent.Runner{Guard: guard, Steps: tc.steps}).Run(context.Background(), env, tc.only...)
+			require.NoError(t, err)
+			res := stepResult(t, sum, "packages")
+			calls := strings.Join(sandboxCalls(t, sb), "\n")
+			if name == "build runs (reference)" {
+				assert.Contains(t, calls, "install-rust-toolchain")
+				return
+			}
+			assert.NotContains(t, calls, "install-rust-toolchain")
+			assert.Contains(t, res.Detail["rust-toolchain"], "skipped: the build step does not run in this run")
+		})
+	}
+}
+
+// Debian has no ec2-instance-connect: the users step creates the users,
+// reports why Instance Connect is not wired, and leaves sshd alone.
+func TestUsersWithoutInstanceConnectPackage(t *testing.T) {
+	s := sandboxtest.Spec(t, sandboxtest.NewRepo(t))
+	env, sb := newEnv(t, s)
+	env.Sys = &fakePkgHost{sandboxSys: sb, present: map[string]bool{}, unavailable: map[string]bool{EICPackage: true}}
+	res, err := Users{}.Run(context.Background(), env)
+	require.NoError(t, err, "a missing Instance Connect package is not a failure")
+	assert.Contains(t, res.Changes, "created user "+s.ServiceUser)
+	assert.Contains(t, res.Changes, "created user "+s.LoginUser)
+	assert.Contains(t, res.Reason, "EC2 Instance Connect not wired")
+	assert.Contains(t, res.Detail[EICPackage], "not available from this host's package sources")
+	assert.NoFileExists(t, env.Path(SSHDDropIn), "a drop-in naming a command that does not exist")
+	for _, c := range sandboxCalls(t, sb) {
+		assert.NotContains(t, c, "reload", "sshd reloaded for nothing")
+	}
+	// Any other install failure still fails the step.
+	env2, sb2 := newEnv(t, s)
+	env2.Sys = &fakePkgHost{sandboxSys: sb2, present: map[string]bool{}, fail: map[string]bool{EICPackage: true}}
+	_, err = Users{}.Run(context.Background(), env2)
+	require.Error(t, err)
 }

@@ -15,7 +15,9 @@ import (
 )
 
 // Users ensures the agentkeys system user and its state dir, the agentkey
-// login user, and EC2 Instance Connect wired into sshd for that user. A new
+// login user, and EC2 Instance Connect wired into sshd for that user where
+// the host's package sources have it (not on Debian: then the step says so
+// and leaves sshd alone). A new
 // sshd drop-in is validated before it goes live (sshd -t on a staged copy of
 // sshd's configuration with the new drop-in in place of the live one); the
 // reload it calls for is recorded in the intent journal first, so a run
@@ -79,26 +81,41 @@ func (step Users) Run(ctx context.Context, env *agent.Env) (agent.Result, error)
 		return res, err
 	}
 
+	wire := true
 	if !env.DryRun {
-		installed, skipped, err := env.Sys.InstallPackage(ctx, "ec2-instance-connect")
-		if err != nil {
+		installed, skipped, err := env.Sys.InstallPackage(ctx, EICPackage)
+		switch {
+		case errors.Is(err, agent.ErrPackageUnavailable):
+			// Debian has no such package: Instance Connect cannot work here,
+			// and its sshd drop-in would name a command that does not exist.
+			wire = false
+			res.Reason = fmt.Sprintf("EC2 Instance Connect not wired: this host's package sources have no %s package "+
+				"(Ubuntu and Amazon Linux have it, Debian does not); users %s and %s are in place, "+
+				"and SSH logins keep their authorized keys and sudo", EICPackage, s.ServiceUser, s.LoginUser)
+			res.Detail[EICPackage] = "skipped: " + err.Error()
+		case err != nil:
 			return res, err
 		}
 		if installed {
-			res.Changes = append(res.Changes, "installed ec2-instance-connect")
+			res.Changes = append(res.Changes, "installed "+EICPackage)
 		}
 		if skipped != "" {
-			res.Detail["ec2-instance-connect"] = "skipped: " + skipped
+			res.Detail[EICPackage] = "skipped: " + skipped
 		}
 	}
-	if err := step.sshdDropIn(ctx, env, &res); err != nil {
-		return res, err
+	if wire {
+		if err := step.sshdDropIn(ctx, env, &res); err != nil {
+			return res, err
+		}
 	}
 	if len(res.Detail) == 0 {
 		res.Detail = nil
 	}
 	return res, nil
 }
+
+// EICPackage provides EC2 Instance Connect's AuthorizedKeysCommand.
+const EICPackage = "ec2-instance-connect"
 
 func mustRoot(env *agent.Env) ownerT {
 	o, _ := env.Owner("", "")

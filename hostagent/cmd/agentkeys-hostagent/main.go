@@ -151,19 +151,11 @@ func setup(o *opts, dryRun, renew bool, progress io.Writer) (*agent.Env, *agent.
 		}
 		for i, s := range r.Steps {
 			if skip[s.Name()] {
-				r.Steps[i] = skipped{s.Name()}
+				r.Steps[i] = agent.Skip(s.Name(), "--skip")
 			}
 		}
 	}
 	return env, r, nil
-}
-
-// skipped stands in for a step left out with --skip.
-type skipped struct{ name string }
-
-func (s skipped) Name() string { return s.name }
-func (s skipped) Run(context.Context, *agent.Env) (agent.Result, error) {
-	return agent.Result{Step: s.name, Status: agent.Skipped, Reason: "--skip"}, nil
 }
 
 func converge(ctx context.Context, o *opts, dryRun, renew bool, stdout, stderr io.Writer) error {
