@@ -4,11 +4,15 @@ STACK ?= test-2
 FORMAT ?= text
 GO ?= go
 
-.PHONY: plan check-isolation test test-unit test-e2e lint fmt deps
+.PHONY: plan contract check-isolation test test-unit test-e2e lint fmt deps
 
 ## plan: offline plan of one stack under the mock engine (STACK=test-2 FORMAT=text|json)
 plan:
 	@$(GO) run ./infra/cmd/plan --stack $(STACK) $(if $(filter json,$(FORMAT)),--json,)
+
+## contract: each service's runtime contract against what the stack's host spec writes (STACK=test-2; SOURCES=1 lists every variable with its source)
+contract:
+	@$(GO) run ./infra/cmd/contract --stack $(STACK) $(if $(SOURCES),--sources,)
 
 ## check-isolation: plan prod, test, base, test-2..test-20 and fail on any shared physical name
 check-isolation:
