@@ -72,6 +72,9 @@ func TestTakeoverOfAScriptBuiltHost(t *testing.T) {
 	env, sb := newEnv(t, s)
 	ctx := context.Background()
 	host := sandboxtest.WriteScriptHost(t, env.Root, s, sandboxtest.Standin(t))
+	// The hosted MCP setup-mcp-host.sh installs: left untouched, reported.
+	mcp := "[Service]\nExecStart=/usr/local/bin/agentkeys-mcp-server\nEnvironmentFile=/etc/agentkeys/mcp.env\n"
+	writeHostFile(t, env.Root, contract.UnitPath("agentkeys-mcp-server.service"), []byte(mcp))
 	_, err := Users{}.Run(ctx, env) // the script created the same users
 	require.NoError(t, err)
 	// The old public key export, as the script's broker leaves it.
@@ -162,6 +165,9 @@ func TestTakeoverOfAScriptBuiltHost(t *testing.T) {
 		require.NoError(t, err)
 		assert.True(t, on, "%s runs", svc.Unit)
 	}
+
+	assert.Equal(t, mcp, read(t, env, contract.UnitPath("agentkeys-mcp-server.service")), "the hosted MCP's unit is untouched")
+	assert.Contains(t, stepResult(t, sum, "units").Detail["unmanaged"], "agentkeys-mcp-server.service (not managed by the agent; left untouched)")
 
 	// The script's sites are the agent's, enabled by the agent's links.
 	l, err := os.Readlink(env.Path("/etc/nginx/sites-enabled/agentkeys-broker"))

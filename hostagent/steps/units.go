@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 
@@ -444,6 +445,9 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		}
 	}
 	res.Detail = map[string]any{"units": detail}
+	if other := unmanaged(env, want); len(other) > 0 {
+		res.Detail["unmanaged"] = other
+	}
 	if len(notStarted) > 0 {
 		res.Reason = fmt.Sprintf("%d units not started: their binaries are not installed (run the build step): %s", len(notStarted), strings.Join(notStarted, ", "))
 	}
@@ -463,6 +467,31 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// UnmanagedUnits are units the old scripts may have installed that the
+// agent leaves alone: the hosted MCP (setup-mcp-host.sh) and workers the
+// contract does not deploy (channel).
+var UnmanagedUnits = []string{"agentkeys-mcp-server.service", "mcp-endpoint-server.service"}
+
+// unmanaged lists the agentkeys units (and the hosted MCP's) on the host
+// that the spec does not manage: left untouched, and reported.
+func unmanaged(env *agent.Env, want map[string]unitState) []string {
+	ents, err := os.ReadDir(env.Path(UnitDir))
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range ents {
+		n := e.Name()
+		if _, ok := want[n]; ok || !strings.HasSuffix(n, ".service") || strings.HasPrefix(n, "agentkeys-hostagent") {
+			continue
+		}
+		if strings.HasPrefix(n, "agentkeys-") || slices.Contains(UnmanagedUnits, n) {
+			out = append(out, n+" (not managed by the agent; left untouched)")
+		}
+	}
+	return out
 }
 
 func why(a, b unitState) string {
