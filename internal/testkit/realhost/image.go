@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -245,7 +246,10 @@ func (s *imageStore) acquire(ctx context.Context, r Recipe, logf func(string, ..
 		return fail(err)
 	}
 	if s.validate(img) == nil {
-		return img, release, nil
+		return img, s.hold(img.Dir, release), nil
+	}
+	if err := s.heldHere(img.Dir); err != nil {
+		return fail(err)
 	}
 	// Rebuild under the exclusive lock: it waits for every container that
 	// still uses a root of this hash, and for a concurrent builder.
@@ -266,7 +270,39 @@ func (s *imageStore) acquire(ctx context.Context, r Recipe, logf func(string, ..
 	if err := flock(ctx, lock, unix.LOCK_SH); err != nil { // downgrade
 		return fail(err)
 	}
-	return img, release, nil
+	return img, s.hold(img.Dir, release), nil
+}
+
+// inUse counts this process's holders of each image: a rebuild waits for
+// every shared lock, and its own would make it wait forever.
+var inUse = struct {
+	sync.Mutex
+	n map[string]int
+}{n: map[string]int{}}
+
+func (s *imageStore) hold(dir string, release func()) func() {
+	inUse.Lock()
+	inUse.n[dir]++
+	inUse.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			inUse.Lock()
+			inUse.n[dir]--
+			inUse.Unlock()
+			release()
+		})
+	}
+}
+
+func (s *imageStore) heldHere(dir string) error {
+	inUse.Lock()
+	defer inUse.Unlock()
+	if n := inUse.n[dir]; n > 0 {
+		return fmt.Errorf("the cached image %s fails its check while %d container(s) of this process run on it; "+
+			"it is rebuilt once they are closed", dir, n)
+	}
+	return nil
 }
 
 // validate trusts nothing a crashed or older build may have left.

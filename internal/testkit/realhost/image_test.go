@@ -278,3 +278,20 @@ func TestRequireFailsUnderE2EAndSkipsOtherwise(t *testing.T) {
 		t.Fatalf("without AGENTKEYS_E2E: fatal %q skip %q, want a skip", r.fatal, r.skip)
 	}
 }
+
+func TestImageCacheBrokenWhileInUseHereFailsFast(t *testing.T) {
+	s, _ := fakeStore(t)
+	img, release, err := s.acquire(context.Background(), testRecipe, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	os.Remove(filepath.Join(img.Root, "marker"))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, _, err := s.acquire(ctx, testRecipe, t.Logf); err == nil || !strings.Contains(err.Error(), "container(s) of this process") {
+		t.Fatalf("acquire = %v, want a fast error naming the containers that hold the image", err)
+	}
+	release()
+	acquireOK(t, s, testRecipe) // rebuilt once released
+}

@@ -154,11 +154,31 @@ func teardownSlot(n int, dir string) error {
 		errs = append(errs, err)
 	}
 	if dir != "" {
-		if err := safeRemoveAll(dir); err != nil {
+		if err := removeSlotDir(dir); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// removeSlotDir removes the record last: until then a sweeper in another
+// process sees a live owner and leaves the folder to it.
+func removeSlotDir(dir string) error {
+	if err := unmountAll(dir); err != nil {
+		return fmt.Errorf("not removing %s: %w", dir, err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	for _, e := range ents {
+		if e.Name() != "record.json" {
+			if err := safeRemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return safeRemoveAll(dir)
 }
 
 // raiseForward turns ip_forward on, first saving the value found.
