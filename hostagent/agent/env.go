@@ -287,20 +287,13 @@ func (e *Env) ReloadNginx(ctx context.Context) error {
 	return nil
 }
 
-// DaemonReload runs systemctl daemon-reload (counted as a reload).
+// DaemonReload runs systemctl daemon-reload (the runner's system counts it).
 func (e *Env) DaemonReload(ctx context.Context) error {
 	if e.DryRun {
 		return nil
 	}
-	if err := e.Sys.Systemctl(ctx, "daemon-reload"); err != nil {
-		return err
-	}
-	e.count(func(c *Counters) { c.Reloads++ })
-	return nil
+	return e.Sys.Systemctl(ctx, "daemon-reload")
 }
-
-// CountReload counts a reload made outside ReloadNginx/DaemonReload (sshd).
-func (e *Env) CountReload() { e.count(func(c *Counters) { c.Reloads++ }) }
 
 // CountACMEOrder counts one certificate order (call it when an order is placed).
 func (e *Env) CountACMEOrder() { e.count(func(c *Counters) { c.ACMEOrders++ }) }
