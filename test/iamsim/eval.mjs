@@ -3,7 +3,8 @@
 // decisions in the same order. Test-only; driven by the Go package iamsim.
 //
 // Request:  {name, principal, action, resource, resourceAccount,
-//            identityPolicies: [{name, policy}], resourcePolicy, sessionPolicy, context,
+//            identityPolicies: [{name, policy}], resourcePolicy, sessionPolicy,
+//            permissionBoundaries: [{name, policy}], context,
 //            unlistedKeys: [context keys the simulator's data does not know]}
 // Decision: {name, decision: Allowed|ExplicitlyDenied|ImplicitlyDenied|Error,
 //            ignoredContextKeys?, engine, error?}
@@ -41,6 +42,7 @@ async function evaluate(r) {
   }
   if (r.resourcePolicy) simulation.resourcePolicy = r.resourcePolicy
   if (r.sessionPolicy) simulation.sessionPolicy = r.sessionPolicy
+  if (r.permissionBoundaries) simulation.permissionBoundaryPolicies = r.permissionBoundaries
   const declared = new Set((r.unlistedKeys || []).map((k) => k.toLowerCase()))
   let res
   try {

@@ -48,6 +48,8 @@ type Request struct {
 	// SessionPolicy is the inline policy passed to AssumeRole* (Principal
 	// must then be a role session); only the validated engine applies it.
 	SessionPolicy any `json:"sessionPolicy,omitempty"`
+	// Boundaries are the principal's permissions boundary (at most one in IAM).
+	Boundaries []NamedPolicy `json:"permissionBoundaries,omitempty"`
 }
 
 // Decision is the evaluator's answer to one Request.
