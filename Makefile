@@ -6,9 +6,9 @@ GO ?= go
 
 .PHONY: plan contract check-isolation test test-unit test-e2e lint fmt deps
 
-## plan: offline plan of one stack under the mock engine (STACK=test-2 FORMAT=text|json)
+## plan: offline plan of one stack under the mock engine (STACK=test-2 FORMAT=text|json STATE=first-up|converged)
 plan:
-	@$(GO) run ./infra/cmd/plan --stack $(STACK) $(if $(filter json,$(FORMAT)),--json,)
+	@$(GO) run ./infra/cmd/plan --stack $(STACK) $(if $(filter json,$(FORMAT)),--json,) $(if $(STATE),--state $(STATE),)
 
 ## contract: each service's runtime contract against what the stack's host spec writes (STACK=test-2; SOURCES=1 lists every variable with its source)
 contract:

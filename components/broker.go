@@ -85,8 +85,8 @@ func NewBrokerStack(ctx *pulumi.Context, name string, args *BrokerStackArgs, opt
 		return nil, err
 	}
 
-	// The static trust names the daemon user and the host role.
-	trustDeps := []pulumi.Resource{c.Principals.DaemonUser, c.Principals.HostRole}
+	// The static trust names the daemon user (IAM checks it exists).
+	trustDeps := []pulumi.Resource{c.Principals.DaemonUser}
 	static, federated := policy.StaticTrust(n).JSON(), policy.FederatedTrust(n).JSON()
 	var serving pulumi.BoolOutput // zero: no bring-up in this run
 	var hostDeps []pulumi.Resource
@@ -217,7 +217,7 @@ func NewBrokerStack(ctx *pulumi.Context, name string, args *BrokerStackArgs, opt
 		"sshSecretKey":      c.Principals.SSHSecretKey,
 		"credentials":       c.Principals.Credentials(),
 		"federation":        federation,
-		"federationGate":    pulumi.String("roles trust " + n.OIDCProviderARN + " once the host bring-up reports https://" + n.BrokerHost + " serving OIDC discovery over TLS; until then they keep the static trust of the daemon user and the host role; afterwards they stay federated"),
+		"federationGate":    pulumi.String("roles trust " + n.OIDCProviderARN + " once the host bring-up reports https://" + n.BrokerHost + " serving OIDC discovery over TLS; until then they keep the static trust of the daemon user; afterwards they stay federated"),
 	}
 	buckets, roles := pulumi.StringMap{}, pulumi.StringMap{}
 	for k, d := range c.DataClasses {

@@ -127,9 +127,8 @@ func NewPrincipals(ctx *pulumi.Context, name string, args *PrincipalsArgs, opts 
 	if args.DeferDataRole {
 		c.DataRoleArn = pulumi.String(n.DataRoleARN).ToStringOutput()
 	} else {
-		// The static trust names the daemon user and the host role, which
-		// must exist first.
-		deps := append([]pulumi.Resource{c.DaemonUser, c.HostRole}, args.TrustDependsOn...)
+		// The static trust names the daemon user, which must exist first.
+		deps := append([]pulumi.Resource{c.DaemonUser}, args.TrustDependsOn...)
 		if c.DataRole, err = declareDataRole(ctx, name, c, n, pulumi.String(trust.JSON()), deps, args.PermissionsBoundary, false); err != nil {
 			return nil, err
 		}

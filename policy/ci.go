@@ -510,6 +510,9 @@ func TestBoundary(f naming.Fork) Document {
 			Resource: prefixed("arn:aws:iam::"+acct+":role/", p.Roles)},
 		{Sid: "InstanceConnect", Effect: allow,
 			Action: "ec2-instance-connect:SendSSHPublicKey", Resource: "arn:aws:ec2:" + region + ":" + acct + ":instance/*"},
+		// `aws ec2-instance-connect ssh` looks the instance up first; the
+		// action has no resource-level permission.
+		{Sid: "FindInstances", Effect: allow, Action: "ec2:DescribeInstances", Resource: "*"},
 		{Sid: "SSMCore", Effect: allow, Action: SSMCoreActions, Resource: "*"},
 	}}
 }

@@ -24,10 +24,19 @@ const SSHOSUser = "agentkey"
 // ActorVar is the IAM policy variable that resolves to the caller's actor tag.
 const ActorVar = "${aws:PrincipalTag/" + naming.ActorTag + "}"
 
-// Condition keys used for the actor session tag.
+// WalletTag is the broker JWT's other session tag (handlers/oidc.rs): the
+// session's wallet, lowercased, or the actor omni when it has none.
+const WalletTag = "agentkeys_user_wallet"
+
+// SessionTags are the tag keys of every JWT the broker mints for STS; each is
+// also a transitive tag key.
+var SessionTags = []string{naming.ActorTag, WalletTag}
+
+// Condition keys used for the session tags.
 const (
-	RequestTagKey   = "aws:RequestTag/" + naming.ActorTag
-	PrincipalTagKey = "aws:PrincipalTag/" + naming.ActorTag
+	RequestTagKey       = "aws:RequestTag/" + naming.ActorTag
+	PrincipalTagKey     = "aws:PrincipalTag/" + naming.ActorTag
+	WalletRequestTagKey = "aws:RequestTag/" + WalletTag
 )
 
 func acct(n naming.Names) string { return n.Fork.AccountID }
@@ -53,48 +62,57 @@ func DaemonUser(n naming.Names) Document {
 	}}}
 }
 
-// SSHUser: push an Instance Connect key to this stack's instance, as agentkey only.
+// SSHUser: what the runbook's Instance Connect aliases call
+// (`aws ec2-instance-connect ssh --instance-id X --os-user agentkey`): find
+// the instance's address, then push a key to this stack's instance, as
+// agentkey only. DescribeInstances has no resource-level permission, so its
+// Resource is "*"; it reads metadata, never the host.
 func SSHUser(n naming.Names, instanceID string) Document {
-	return Document{Version: Version, Statement: []Statement{{
-		Sid: "InstanceConnectThisHost", Effect: allow,
-		Action:    "ec2-instance-connect:SendSSHPublicKey",
-		Resource:  naming.InstanceARN(n.Region, acct(n), instanceID),
-		Condition: map[string]map[string]any{"StringEquals": {"ec2:osuser": SSHOSUser}},
-	}}}
+	return Document{Version: Version, Statement: []Statement{
+		{
+			Sid: "InstanceConnectThisHost", Effect: allow,
+			Action:    "ec2-instance-connect:SendSSHPublicKey",
+			Resource:  naming.InstanceARN(n.Region, acct(n), instanceID),
+			Condition: map[string]map[string]any{"StringEquals": {"ec2:osuser": SSHOSUser}},
+		},
+		{Sid: "FindInstanceAddress", Effect: allow, Action: "ec2:DescribeInstances", Resource: "*"},
+	}}
 }
 
-// StaticTrust (§4.2) is the pre-federation trust of the data and class roles:
-// the stack's runtime principals may assume them, and cannot tag the session.
-// Those are the daemon user (static key) and, when the broker runs on EC2,
-// the host role (§6: runtime credentials from IMDS, so the daemon never holds
-// a static key); the host role's AssumeDataRole grant is useless unless the
-// trust names it too. As with the daemon user, a same-account trust naming
-// the principal suffices, so both reach the class roles too until federation.
-// IAM checks that both principals exist when the trust is written, so the
-// role must wait for the user and the host role.
+// StaticTrust (§4.2) is the pre-federation trust of the data and class
+// roles: only the daemon user (static key, the operator's and old clients'
+// data path) may assume them, and it cannot tag the session. The host role is
+// not named: no service on the host calls sts:AssumeRole (the broker mints
+// credentials with AssumeRoleWithWebIdentity on its own JWT, research §6),
+// and a trust naming a role admits its sessions even without an identity
+// grant. IAM checks that the user exists when the trust is written, so the
+// role waits for it.
 func StaticTrust(n naming.Names) Document {
 	return Document{Version: Version, Statement: []Statement{{
 		Sid: "RuntimePrincipalsAssume", Effect: allow,
-		Principal: map[string]any{"AWS": []string{n.DaemonUserARN, n.HostRoleARN}},
+		Principal: map[string]any{"AWS": n.DaemonUserARN},
 		Action:    "sts:AssumeRole",
 	}}}
 }
 
 // FederatedTrust (§9.3) lets only this stack's OIDC provider assume the role
-// and set session tags. Whoever may sts:TagSession chooses the actor tag, so
-// no other principal is named, and the tag must be well formed: present,
-// non-empty and without '/', which would splice into another actor's prefix.
+// and set session tags. The broker's JWT carries exactly both session tags
+// (SessionTags), so those are the only keys allowed. Whoever may
+// sts:TagSession chooses the tag values, so no other principal is named, and
+// each tag must be well formed: present, non-empty and without '/', which
+// would splice the actor into another actor's prefix (the wallet tag is not
+// used in a policy today; held to the same shape so it can be).
 func FederatedTrust(n naming.Names) Document {
 	return Document{Version: Version, Statement: []Statement{{
-		Sid: "BrokerFederationWithActorTag", Effect: allow,
+		Sid: "BrokerFederationWithSessionTags", Effect: allow,
 		Principal: map[string]any{"Federated": n.OIDCProviderARN},
 		Action:    []string{"sts:AssumeRoleWithWebIdentity", "sts:TagSession"},
 		Condition: map[string]map[string]any{
 			"StringEquals":              {n.BrokerHost + ":aud": naming.OIDCAudience},
-			"Null":                      {RequestTagKey: "false"},
-			"StringLike":                {RequestTagKey: "?*"},
-			"StringNotLike":             {RequestTagKey: "*/*"},
-			"ForAllValues:StringEquals": {"aws:TagKeys": []string{naming.ActorTag}},
+			"Null":                      {RequestTagKey: "false", WalletRequestTagKey: "false"},
+			"StringLike":                {RequestTagKey: "?*", WalletRequestTagKey: "?*"},
+			"StringNotLike":             {RequestTagKey: "*/*", WalletRequestTagKey: "*/*"},
+			"ForAllValues:StringEquals": {"aws:TagKeys": append([]string(nil), SessionTags...)},
 		},
 	}}}
 }
@@ -116,15 +134,6 @@ func HostRoleTrust() Document {
 		Principal: map[string]any{"Service": "ec2.amazonaws.com"},
 		Action:    "sts:AssumeRole",
 	}}}
-}
-
-// HostRoleInline (§6.1): the broker's runtime role assumes the data role and
-// sends mail via SES v2; it never touches S3 with its own credentials.
-func HostRoleInline(n naming.Names) Document {
-	return Document{Version: Version, Statement: []Statement{
-		{Sid: "AssumeDataRole", Effect: allow, Action: "sts:AssumeRole", Resource: n.DataRoleARN},
-		{Sid: "BrokerSendEmail", Effect: allow, Action: "ses:SendEmail", Resource: SESIdentityARNs(n)},
-	}}
 }
 
 // denyInsecureTransport is the TLS-only statement in the shape scanners
@@ -166,27 +175,54 @@ func MailBucketPolicy(n naming.Names) Document {
 }
 
 // ActorPrefix is the object key prefix one actor may use in class c.
-func ActorPrefix(c naming.DataClass) string { return "bots/" + ActorVar + "/" + c.Prefix + "/" }
+func ActorPrefix(c naming.DataClass) string { return actorPrefix(c.Prefix) }
+
+func actorPrefix(p string) string { return "bots/" + ActorVar + "/" + p + "/" }
+
+// ClassPrefixes are the prefixes under bots/<actor>/ the services use in class
+// c's bucket: the memory worker also keeps each operator's inbox there
+// (bots/<op>/inbox/, written with /v1/cap/inbox-sts credentials; research
+// workers.md, agentkeys-worker-memory).
+func ClassPrefixes(c naming.DataClass) []string {
+	if c.Name == "memory" {
+		return []string{c.Prefix, "inbox"}
+	}
+	return []string{c.Prefix}
+}
+
+// one is v itself when it holds a single element, so single grants keep
+// rendering as plain strings.
+func one(v []string) any {
+	if len(v) == 1 {
+		return v[0]
+	}
+	return v
+}
 
 // DataClassBucketPolicy (§4.3, §9.4): the class role reaches only
-// bots/<its actor tag>/<prefix>/* of its own bucket, and nothing at all when
-// the tag is missing, empty or contains '/'.
+// bots/<its actor tag>/<prefix>/* of its own bucket (ClassPrefixes), and
+// nothing at all when the tag is missing, empty or contains '/'.
 func DataClassBucketPolicy(n naming.Names, c naming.DataClass) Document {
 	bucket := n.DataBuckets[c.Name]
 	b := naming.BucketARN(bucket)
 	role := map[string]any{"AWS": n.ClassRoleARNs[c.Name]}
+	var objects, lists []string
+	for _, p := range ClassPrefixes(c) {
+		objects = append(objects, b+"/"+actorPrefix(p)+"*")
+		lists = append(lists, actorPrefix(p)+"*")
+	}
 	return Document{Version: Version, Statement: []Statement{
 		denyInsecureTransport(bucket),
 		{
 			Sid: "ActorObjects", Effect: allow, Principal: role,
 			Action:   []string{"s3:GetObject", "s3:PutObject", "s3:DeleteObject"},
-			Resource: b + "/" + ActorPrefix(c) + "*",
+			Resource: one(objects),
 		},
 		{
 			Sid: "ActorList", Effect: allow, Principal: role,
 			Action:    "s3:ListBucket",
 			Resource:  b,
-			Condition: map[string]map[string]any{"StringLike": {"s3:prefix": ActorPrefix(c) + "*"}},
+			Condition: map[string]map[string]any{"StringLike": {"s3:prefix": one(lists)}},
 		},
 		{
 			Sid: "DenyMissingActorTag", Effect: deny, Principal: role,

@@ -78,28 +78,35 @@ func TestDocumentsPerStack(t *testing.T) {
 				t.Errorf("daemon user policy has principal/condition: %s", policy.DaemonUser(n).JSON())
 			}
 
-			s = one(t, policy.SSHUser(n, instanceID(stack)))
+			d := policy.SSHUser(n, instanceID(stack))
+			eq(t, "ssh statements", len(d.Statement), 2)
+			s = sid(t, d, "InstanceConnectThisHost")
 			eq(t, "ssh", [3]any{s.Effect, s.Action, s.Resource}, [3]any{"Allow", "ec2-instance-connect:SendSSHPublicKey",
 				"arn:aws:ec2:us-east-1:" + acct + ":instance/" + instanceID(stack)})
 			eq(t, "ssh osuser", s.Condition, map[string]map[string]any{"StringEquals": {"ec2:osuser": "agentkey"}})
+			s = sid(t, d, "FindInstanceAddress")
+			eq(t, "ssh describe", [4]any{s.Effect, s.Action, s.Resource, s.Condition},
+				[4]any{"Allow", "ec2:DescribeInstances", "*", map[string]map[string]any(nil)})
 
-			// Both runtime principals: the daemon user and, on EC2, the host role.
+			// Only the daemon user: no host service calls sts:AssumeRole.
 			s = one(t, policy.StaticTrust(n))
 			eq(t, "static trust", [4]any{s.Effect, s.Principal, s.Action, s.Condition},
-				[4]any{"Allow", map[string]any{"AWS": []string{"arn:aws:iam::" + acct + ":user/agentkeys-daemon" + w.sfx,
-					"arn:aws:iam::" + acct + ":role/" + w.profile}}, "sts:AssumeRole", map[string]map[string]any(nil)})
+				[4]any{"Allow", map[string]any{"AWS": "arn:aws:iam::" + acct + ":user/agentkeys-daemon" + w.sfx},
+					"sts:AssumeRole", map[string]map[string]any(nil)})
 
 			s = one(t, policy.FederatedTrust(n))
 			eq(t, "federated principal", s.Principal, map[string]any{"Federated": "arn:aws:iam::" + acct + ":oidc-provider/" + w.host})
 			eq(t, "federated actions", s.Action, []string{"sts:AssumeRoleWithWebIdentity", "sts:TagSession"})
 			eq(t, "aud", s.Condition["StringEquals"], map[string]any{w.host + ":aud": "sts.amazonaws.com"})
-			tag := "aws:RequestTag/agentkeys_actor_omni"
-			eq(t, "tag present", s.Condition["Null"], map[string]any{tag: "false"})
-			eq(t, "tag non-empty", s.Condition["StringLike"], map[string]any{tag: "?*"})
-			eq(t, "tag without slash", s.Condition["StringNotLike"], map[string]any{tag: "*/*"})
-			eq(t, "tag keys", s.Condition["ForAllValues:StringEquals"], map[string]any{"aws:TagKeys": []string{"agentkeys_actor_omni"}})
+			actor, wallet := "aws:RequestTag/agentkeys_actor_omni", "aws:RequestTag/agentkeys_user_wallet"
+			eq(t, "tags present", s.Condition["Null"], map[string]any{actor: "false", wallet: "false"})
+			eq(t, "tags non-empty", s.Condition["StringLike"], map[string]any{actor: "?*", wallet: "?*"})
+			eq(t, "tags without slash", s.Condition["StringNotLike"], map[string]any{actor: "*/*", wallet: "*/*"})
+			eq(t, "tag keys", s.Condition["ForAllValues:StringEquals"],
+				map[string]any{"aws:TagKeys": []string{"agentkeys_actor_omni", "agentkeys_user_wallet"}})
+			eq(t, "federated conditions", len(s.Condition), 5)
 
-			d := policy.DataRoleInline(n)
+			d = policy.DataRoleInline(n)
 			eq(t, "data list", [2]any{sid(t, d, "MailBucketList").Action, sid(t, d, "MailBucketList").Resource}, [2]any{"s3:ListBucket", mail})
 			eq(t, "data read", [2]any{sid(t, d, "MailBucketRead").Action, sid(t, d, "MailBucketRead").Resource}, [2]any{"s3:GetObject", mail + "/*"})
 			eq(t, "data ses", [2]any{sid(t, d, "MailDomainSend").Action, sid(t, d, "MailDomainSend").Resource},
@@ -108,12 +115,21 @@ func TestDocumentsPerStack(t *testing.T) {
 
 			s = one(t, policy.HostRoleTrust())
 			eq(t, "host trust", [2]any{s.Principal, s.Action}, [2]any{map[string]any{"Service": "ec2.amazonaws.com"}, "sts:AssumeRole"})
+			// Exactly the contract's calls on this stack's resources (host_test.go).
 			d = policy.HostRoleInline(n)
-			eq(t, "host statements", len(d.Statement), 2)
-			eq(t, "host assume", sid(t, d, "AssumeDataRole").Resource, dataRole)
-			eq(t, "host send", [2]any{sid(t, d, "BrokerSendEmail").Action, sid(t, d, "BrokerSendEmail").Resource}, [2]any{"ses:SendEmail", ses})
-			if strings.Contains(d.JSON(), "s3") {
-				t.Errorf("host role inline grants S3: %s", d.JSON())
+			sender := "arn:aws:ses:us-east-1:" + acct + ":identity/noreply" + w.sfx + "@bots" + w.sfx + ".example.org"
+			vault := "arn:aws:s3:::agentkeys-vault" + w.sfx + "-" + acct
+			eq(t, "host statements", len(d.Statement), 3)
+			eq(t, "host probe", [3]any{sid(t, d, "SesGetEmailIdentity").Action, sid(t, d, "SesGetEmailIdentity").Resource, sid(t, d, "SesGetEmailIdentity").Condition},
+				[3]any{"ses:GetEmailIdentity", sender, map[string]map[string]any(nil)})
+			eq(t, "host send", [2]any{sid(t, d, "SesSendEmail").Action, sid(t, d, "SesSendEmail").Resource},
+				[2]any{"ses:SendEmail", append([]string{sender}, ses...)})
+			eq(t, "host inbox list", [3]any{sid(t, d, "S3ListBucket").Action, sid(t, d, "S3ListBucket").Resource, sid(t, d, "S3ListBucket").Condition},
+				[3]any{"s3:ListBucket", vault, map[string]map[string]any{"StringLike": {"s3:prefix": "bots/*/inbound/*"}}})
+			for _, bad := range []string{"sts:", "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "agentkeys-memory", "agentkeys-config", "agentkeys-mail"} {
+				if strings.Contains(d.JSON(), bad) {
+					t.Errorf("host role inline mentions %s: %s", bad, d.JSON())
+				}
 			}
 			eq(t, "host role name", n.HostRole, w.profile)
 
@@ -140,15 +156,21 @@ func TestDocumentsPerStack(t *testing.T) {
 				bucket := "arn:aws:s3:::agentkeys-" + c.Name + w.sfx + "-" + acct
 				role := map[string]any{"AWS": "arn:aws:iam::" + acct + ":role/agentkeys-" + c.Name + "-role" + w.sfx}
 				path := "bots/${aws:PrincipalTag/agentkeys_actor_omni}/" + c.Prefix + "/*"
+				var objects, lists any = bucket + "/" + path, path
+				if c.Name == "memory" {
+					// The memory worker's inbox lives in the memory bucket too.
+					inbox := "bots/${aws:PrincipalTag/agentkeys_actor_omni}/inbox/*"
+					objects, lists = []string{bucket + "/" + path, bucket + "/" + inbox}, []string{path, inbox}
+				}
 				d := policy.DataClassBucketPolicy(n, c)
 				eq(t, c.Name+" statements", len(d.Statement), 5)
 				tlsOnly(t, d, bucket)
 				s := sid(t, d, "ActorObjects")
 				eq(t, c.Name+" objects", [3]any{s.Principal, s.Action, s.Resource},
-					[3]any{role, []string{"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}, bucket + "/" + path})
+					[3]any{role, []string{"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}, objects})
 				s = sid(t, d, "ActorList")
 				eq(t, c.Name+" list", [4]any{s.Principal, s.Action, s.Resource, s.Condition},
-					[4]any{role, "s3:ListBucket", bucket, map[string]map[string]any{"StringLike": {"s3:prefix": path}}})
+					[4]any{role, "s3:ListBucket", bucket, map[string]map[string]any{"StringLike": {"s3:prefix": lists}}})
 				s = sid(t, d, "DenyMissingActorTag")
 				eq(t, c.Name+" deny missing", [4]any{s.Effect, s.Principal, s.Action, s.Condition},
 					[4]any{"Deny", role, "s3:*", map[string]map[string]any{"Null": {"aws:PrincipalTag/agentkeys_actor_omni": "true"}}})
@@ -227,14 +249,14 @@ func TestJSONCompactAndDeterministic(t *testing.T) {
 	eq(t, "daemon json", got, `{"Version":"2012-10-17","Statement":[{"Sid":"AssumeDataRole","Effect":"Allow","Action":"sts:AssumeRole","Resource":"arn:aws:iam::123456789012:role/agentkeys-data-role-test-2"}]}`)
 	fed := policy.FederatedTrust(n).JSON()
 	// Condition operators render sorted, so re-plans show no diff.
-	eq(t, "federated json", fed, `{"Version":"2012-10-17","Statement":[{"Sid":"BrokerFederationWithActorTag","Effect":"Allow",`+
+	eq(t, "federated json", fed, `{"Version":"2012-10-17","Statement":[{"Sid":"BrokerFederationWithSessionTags","Effect":"Allow",`+
 		`"Principal":{"Federated":"arn:aws:iam::123456789012:oidc-provider/broker-test-2.example.org"},`+
 		`"Action":["sts:AssumeRoleWithWebIdentity","sts:TagSession"],"Condition":{`+
-		`"ForAllValues:StringEquals":{"aws:TagKeys":["agentkeys_actor_omni"]},`+
-		`"Null":{"aws:RequestTag/agentkeys_actor_omni":"false"},`+
+		`"ForAllValues:StringEquals":{"aws:TagKeys":["agentkeys_actor_omni","agentkeys_user_wallet"]},`+
+		`"Null":{"aws:RequestTag/agentkeys_actor_omni":"false","aws:RequestTag/agentkeys_user_wallet":"false"},`+
 		`"StringEquals":{"broker-test-2.example.org:aud":"sts.amazonaws.com"},`+
-		`"StringLike":{"aws:RequestTag/agentkeys_actor_omni":"?*"},`+
-		`"StringNotLike":{"aws:RequestTag/agentkeys_actor_omni":"*/*"}}}]}`)
+		`"StringLike":{"aws:RequestTag/agentkeys_actor_omni":"?*","aws:RequestTag/agentkeys_user_wallet":"?*"},`+
+		`"StringNotLike":{"aws:RequestTag/agentkeys_actor_omni":"*/*","aws:RequestTag/agentkeys_user_wallet":"*/*"}}}]}`)
 	for i := 0; i < 20; i++ {
 		for k, d := range policy.AllDocuments(n, "i-0abc") {
 			if again := policy.AllDocuments(n, "i-0abc")[k].JSON(); again != d.JSON() {

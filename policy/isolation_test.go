@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentkeys/agentkeys-infra/contract"
 	"github.com/agentkeys/agentkeys-infra/naming"
 	"github.com/agentkeys/agentkeys-infra/policy"
 	"github.com/agentkeys/agentkeys-infra/test/iamsim"
@@ -108,6 +109,21 @@ func s3Cells(m *matrix, stacks map[string]naming.Names, s string) {
 				tagCtx(str(a), true, map[string]any{"s3:prefix": "bots/"}), ownPol))
 			m.add(denied, req("own actor, other class prefix", "s3:GetObject", own,
 				objectARN(own, "bots/"+a+"/"+otherPrefix(c)+"/item"), tag, ownPol))
+
+			// The memory worker's inbox (bots/<op>/inbox/) lives in the memory
+			// bucket only.
+			inboxWant := denied
+			if c.Name == "memory" {
+				inboxWant = allowed
+			}
+			for _, act := range []string{"s3:GetObject", "s3:PutObject", "s3:DeleteObject"} {
+				m.add(inboxWant, req("own inbox "+act, act, own, objectARN(own, "bots/"+a+"/inbox/"+other+"/svc/h.enc"), tag, ownPol))
+				m.add(denied, req("other actor inbox "+act, act, own, objectARN(own, "bots/"+other+"/inbox/"+a+"/svc/h.enc"), tag, ownPol))
+			}
+			m.add(inboxWant, req("own inbox list", "s3:ListBucket", own, naming.BucketARN(own),
+				tagCtx(str(a), true, map[string]any{"s3:prefix": "bots/" + a + "/inbox/"}), ownPol))
+			m.add(denied, req("other actor inbox list", "s3:ListBucket", own, naming.BucketARN(own),
+				tagCtx(str(a), true, map[string]any{"s3:prefix": "bots/" + other + "/inbox/"}), ownPol))
 
 			// Another class's bucket in the same stack, with either prefix.
 			for _, d := range naming.DataClasses {
@@ -245,7 +261,16 @@ func sortedStacks(stacks map[string]naming.Names) []string {
 	return out
 }
 
+// fedSid is the federated trust's statement.
+const fedSid = "BrokerFederationWithSessionTags"
+
+// wallets are the wallet tags of the matrix's actors (0x + 40 hex, as the
+// broker lowercases them).
+var wallets = map[string]string{"alice": "0x" + strings.Repeat("a1", 20), "bob": "0x" + strings.Repeat("b2", 20)}
+
 // trustCells: who may assume and tag the data and class roles of stack s.
+// federation_test.go evaluates the broker's exact claim set; these cells
+// vary one thing at a time.
 func trustCells(m *matrix, stacks map[string]naming.Names, s string) {
 	n := stacks[s]
 	fed, static := policy.FederatedTrust(n), policy.StaticTrust(n)
@@ -253,17 +278,22 @@ func trustCells(m *matrix, stacks map[string]naming.Names, s string) {
 	for _, c := range naming.DataClasses {
 		roles = append(roles, n.ClassRoleARNs[c.Name])
 	}
-	webCtx := func(host, aud string, tag *string, keys []string) map[string]any {
+	// webCtx: the request context of a JWT with aud and the given tags (nil: absent).
+	webCtx := func(host, aud string, actor, wallet *string, keys []string) map[string]any {
 		ctx := map[string]any{host + ":aud": aud}
-		if tag != nil {
-			ctx[policy.RequestTagKey] = *tag
+		if actor != nil {
+			ctx[policy.RequestTagKey] = *actor
+		}
+		if wallet != nil {
+			ctx[policy.WalletRequestTagKey] = *wallet
 		}
 		if keys != nil {
 			ctx["aws:TagKeys"] = keys
 		}
 		return ctx
 	}
-	tagKeys := []string{naming.ActorTag}
+	both := []string{policy.WalletTag, naming.ActorTag}
+	aud := naming.OIDCAudience
 	for _, role := range roles {
 		rn := role[strings.LastIndex(role, "/")+1:]
 		web := func(want expect, name, provider, host string, ctx map[string]any) {
@@ -272,35 +302,39 @@ func trustCells(m *matrix, stacks map[string]naming.Names, s string) {
 					Resource: role, Context: ctx, ResourcePolicy: fed, UnlistedKeys: []string{host + ":aud"}})
 			}
 		}
+		own := func(want expect, name string, actor, wallet *string, keys []string) {
+			web(want, name, n.OIDCProviderARN, n.BrokerHost, webCtx(n.BrokerHost, aud, actor, wallet, keys))
+		}
 		for _, a := range actors {
-			web(allowed, "own provider actor "+a, n.OIDCProviderARN, n.BrokerHost, webCtx(n.BrokerHost, naming.OIDCAudience, str(a), tagKeys))
+			own(allowed, "own provider actor "+a, str(a), str(wallets[a]), both)
+			own(allowed, "own provider actor "+a+" without wallet (tag = actor)", str(a), str(a), both)
 		}
 		for t, nt := range stacks {
 			if t != s {
-				web(denied, "stack "+t+" provider", nt.OIDCProviderARN, nt.BrokerHost, webCtx(nt.BrokerHost, naming.OIDCAudience, str("alice"), tagKeys))
+				web(denied, "stack "+t+" provider", nt.OIDCProviderARN, nt.BrokerHost, webCtx(nt.BrokerHost, aud, str("alice"), str(wallets["alice"]), both))
 			}
 		}
-		web(denied, "wrong aud", n.OIDCProviderARN, n.BrokerHost, webCtx(n.BrokerHost, "some-other-client", str("alice"), tagKeys))
-		web(denied, "no aud", n.OIDCProviderARN, n.BrokerHost, webCtx(n.BrokerHost, naming.OIDCAudience, str("alice"), tagKeys))
-		// "no aud": drop the key after building the context.
-		last := m.cells[len(m.cells)-2:]
-		for i := range last {
-			delete(last[i].req.Context, n.BrokerHost+":aud")
-		}
-		web(denied, "slash tag", n.OIDCProviderARN, n.BrokerHost, webCtx(n.BrokerHost, naming.OIDCAudience, str("bob/credentials/x"), tagKeys))
-		web(denied, "empty tag", n.OIDCProviderARN, n.BrokerHost, webCtx(n.BrokerHost, naming.OIDCAudience, str(""), tagKeys))
-		web(denied, "missing tag", n.OIDCProviderARN, n.BrokerHost, webCtx(n.BrokerHost, naming.OIDCAudience, nil, nil))
-		web(denied, "extra tag key", n.OIDCProviderARN, n.BrokerHost, webCtx(n.BrokerHost, naming.OIDCAudience, str("alice"),
-			[]string{naming.ActorTag, "admin"}))
+		web(denied, "wrong aud", n.OIDCProviderARN, n.BrokerHost, webCtx(n.BrokerHost, "some-other-client", str("alice"), str(wallets["alice"]), both))
+		noAud := webCtx(n.BrokerHost, aud, str("alice"), str(wallets["alice"]), both)
+		delete(noAud, n.BrokerHost+":aud")
+		web(denied, "no aud", n.OIDCProviderARN, n.BrokerHost, noAud)
+		own(denied, "slash tag", str("bob/credentials/x"), str(wallets["bob"]), both)
+		own(denied, "empty tag", str(""), str(wallets["alice"]), both)
+		own(denied, "missing tag", nil, str(wallets["alice"]), []string{policy.WalletTag})
+		own(denied, "no tags at all", nil, nil, nil)
+		own(denied, "slash wallet", str("alice"), str("bob/x"), both)
+		own(denied, "empty wallet", str("alice"), str(""), both)
+		own(denied, "missing wallet (actor key only)", str("alice"), nil, []string{naming.ActorTag})
+		own(denied, "actor and an extra tag key", str("alice"), nil, []string{naming.ActorTag, "admin"})
+		own(denied, "both tags and an extra key", str("alice"), str(wallets["alice"]), append(append([]string{}, both...), "admin"))
 
 		// The runtime principals, each with its own identity policy: the
 		// daemon user (static key) and the host role's EC2 session (§6).
-		// Under the static trust both may assume every role of their stack,
-		// neither may tag; the federated trust names neither; no other
-		// stack's runtime principal may assume under either trust. Every cell
-		// carries the role's trust, so a trust that does not name the caller
-		// fails the allowed cells.
-		tagged := map[string]any{policy.RequestTagKey: "bob", "aws:TagKeys": tagKeys}
+		// Only the daemon user, under its own stack's static trust, may
+		// assume; nobody may tag; the federated trust names neither. Every
+		// cell carries the role's trust, so a trust that does not name the
+		// caller fails the allowed cells.
+		tagged := map[string]any{policy.RequestTagKey: "bob", "aws:TagKeys": []string{naming.ActorTag}}
 		for _, t := range sortedStacks(stacks) {
 			for _, r := range runtimes(stacks[t]) {
 				who := r.what
@@ -312,7 +346,7 @@ func trustCells(m *matrix, stacks map[string]naming.Names, s string) {
 					doc  policy.Document
 				}{{"static", static}, {"federated", fed}} {
 					want := denied
-					if t == s && tr.name == "static" {
+					if t == s && tr.name == "static" && r.what == "daemon user" {
 						want = allowed
 					}
 					m.add(want, iamsim.Request{Name: fmt.Sprintf("%s/%s: %s AssumeRole (%s trust)", s, rn, who, tr.name), Principal: r.principal,
@@ -325,6 +359,136 @@ func trustCells(m *matrix, stacks map[string]naming.Names, s string) {
 			}
 		}
 	}
+}
+
+// boundaryOf is the permissions boundary stack n's roles and users carry:
+// test stacks get the account stack's test boundary, so a grant it lacks
+// does not work there.
+func boundaryOf(n naming.Names) []iamsim.NamedPolicy {
+	if n.Stack.Kind != naming.KindTest {
+		return nil
+	}
+	return []iamsim.NamedPolicy{{Name: policy.TestBoundaryName, Policy: policy.TestBoundary(n.Fork)}}
+}
+
+// hostSession is an EC2 session of stack n's host role.
+func hostSession(n naming.Names) string {
+	return "arn:aws:sts::" + acct + ":assumed-role/" + n.HostRole + "/i-0abc"
+}
+
+// hostCells: the host role may make every AWS call of the services' contract
+// (contract.Service.AWS) on its exact resource of stack s, and nothing near
+// it. The resources are spelled out here, not taken from policy.
+func hostCells(t testing.TB, m *matrix, stacks map[string]naming.Names, s string) {
+	n := stacks[s]
+	host := func(want expect, name, action, resource string, ctx map[string]any, rp any) {
+		if ctx == nil {
+			ctx = map[string]any{}
+		}
+		m.add(want, iamsim.Request{Name: s + "/host role: " + name, Principal: hostSession(n), Action: action, Resource: resource,
+			Context: ctx, ResourcePolicy: rp, IdentityPolicies: []iamsim.NamedPolicy{{Name: "host", Policy: policy.HostRoleInline(n)}},
+			Boundaries: boundaryOf(n)})
+	}
+	ses := func(identity string) string { return "arn:aws:ses:us-east-1:" + acct + ":identity/" + identity }
+	omni := strings.Repeat("0f", 32) // the email worker's 64-hex actor
+	list := func(prefix string) map[string]any {
+		c := map[string]any{"aws:SecureTransport": "true"}
+		if prefix != "" {
+			c["s3:prefix"] = prefix
+		}
+		return c
+	}
+	tls := list("")
+	vault, vaultPol := n.DataBuckets["vault"], policy.DataClassBucketPolicy(n, naming.DataClasses[0])
+	type target struct {
+		resource string
+		ctx      map[string]any
+		rp       any
+	}
+	// Each symbolic resource of the contract, on this stack, as the service calls it.
+	targets := map[string][]target{
+		"sender-identity": {{ses(n.Sender), nil, nil}},
+		"mail-identities": {{ses(n.MailDomain), nil, nil}, {ses("someone@" + n.MailDomain), nil, nil}},
+		"vault-bucket":    {{naming.BucketARN(vault), list("bots/" + omni + "/inbound/"), vaultPol}},
+	}
+	calls := 0
+	for _, svc := range contract.Catalog(n.Stack.Chain) {
+		for _, c := range svc.AWS {
+			ts, ok := targets[c.Resource]
+			if !ok {
+				t.Fatalf("the contract has %s call %s on %q, which hostCells does not know: add its ARN", svc.Name, c.Action, c.Resource)
+			}
+			for _, tg := range ts {
+				host(allowed, svc.Name+" "+c.Action+" "+tg.resource, c.Action, tg.resource, tg.ctx, tg.rp)
+			}
+			calls++
+		}
+	}
+	if calls == 0 {
+		t.Fatal("the contract lists no AWS call of the host's services")
+	}
+
+	// SES: the probe reads the exact FROM address only; nothing of another stack.
+	host(denied, "probe the domain identity", "ses:GetEmailIdentity", ses(n.MailDomain), nil, nil)
+	host(denied, "probe another address", "ses:GetEmailIdentity", ses("someone@"+n.MailDomain), nil, nil)
+	for _, o := range sortedStacks(stacks) {
+		if o == s {
+			continue
+		}
+		on := stacks[o]
+		host(denied, "probe stack "+o+"'s sender", "ses:GetEmailIdentity", ses(on.Sender), nil, nil)
+		host(denied, "send as stack "+o+"'s sender", "ses:SendEmail", ses(on.Sender), nil, nil)
+		host(denied, "send from stack "+o+"'s domain", "ses:SendEmail", ses(on.MailDomain), nil, nil)
+		ob := on.DataBuckets["vault"]
+		host(denied, "list stack "+o+"'s inbox", "s3:ListBucket", naming.BucketARN(ob), list("bots/"+omni+"/inbound/"),
+			policy.DataClassBucketPolicy(on, naming.DataClasses[0]))
+	}
+	host(denied, "send from another account's domain", "ses:SendEmail", "arn:aws:ses:us-east-1:210987654321:identity/"+n.MailDomain, nil, nil)
+
+	// Data buckets: no object access at all (creds, memory and config run
+	// with AGENTKEYS_WORKER_REQUIRE_STS=1); the vault only listed under an
+	// actor's inbound/.
+	for _, act := range []string{"s3:GetObject", "s3:PutObject", "s3:DeleteObject"} {
+		host(denied, "vault "+act+" in inbound/", act, objectARN(vault, "bots/"+omni+"/inbound/m"), tls, vaultPol)
+		host(denied, "vault "+act+" of credentials", act, objectARN(vault, "bots/"+omni+"/credentials/svc.enc"), tls, vaultPol)
+	}
+	host(denied, "list the vault's credentials", "s3:ListBucket", naming.BucketARN(vault), list("bots/"+omni+"/credentials/"), vaultPol)
+	host(denied, "list the whole vault", "s3:ListBucket", naming.BucketARN(vault), list(""), vaultPol)
+	host(denied, "list the vault's bots/", "s3:ListBucket", naming.BucketARN(vault), list("bots/"), vaultPol)
+	for _, c := range naming.DataClasses[1:] {
+		b, bp := n.DataBuckets[c.Name], policy.DataClassBucketPolicy(n, c)
+		host(denied, c.Name+" list inbound/", "s3:ListBucket", naming.BucketARN(b), list("bots/"+omni+"/inbound/"), bp)
+		host(denied, c.Name+" list "+c.Prefix, "s3:ListBucket", naming.BucketARN(b), list("bots/"+omni+"/"+c.Prefix+"/"), bp)
+		for _, act := range []string{"s3:GetObject", "s3:PutObject"} {
+			host(denied, c.Name+" "+act, act, objectARN(b, "bots/"+omni+"/"+c.Prefix+"/svc.enc"), tls, bp)
+		}
+	}
+}
+
+// sshCells: the SSH user runs `aws ec2-instance-connect ssh --instance-id X
+// --os-user agentkey`: DescribeInstances, then SendSSHPublicKey to its own
+// stack's instance as agentkey only.
+func sshCells(m *matrix, stacks map[string]naming.Names, s string) {
+	n := stacks[s]
+	ssh := func(want expect, name, action, resource string, ctx map[string]any) {
+		// The simulator files ec2:osuser under ec2-instance-connect only.
+		m.add(want, iamsim.Request{Name: s + "/ssh user: " + name, Principal: n.SSHUserARN, Action: action, Resource: resource,
+			Context: ctx, IdentityPolicies: []iamsim.NamedPolicy{{Name: "ssh", Policy: policy.SSHUser(n, instanceID(s))}},
+			Boundaries: boundaryOf(n), UnlistedKeys: []string{"ec2:osuser"}})
+	}
+	inst := func(id string) string { return "arn:aws:ec2:us-east-1:" + acct + ":instance/" + id }
+	osuser := func(u string) map[string]any { return map[string]any{"ec2:osuser": u} }
+	ssh(allowed, "describe instances", "ec2:DescribeInstances", "*", map[string]any{})
+	ssh(allowed, "push a key as agentkey", "ec2-instance-connect:SendSSHPublicKey", inst(instanceID(s)), osuser(policy.SSHOSUser))
+	for _, u := range []string{"ubuntu", "root", "ec2-user"} {
+		ssh(denied, "push a key as "+u, "ec2-instance-connect:SendSSHPublicKey", inst(instanceID(s)), osuser(u))
+	}
+	for _, o := range sortedStacks(stacks) {
+		if o != s {
+			ssh(denied, "push a key to stack "+o+"'s instance", "ec2-instance-connect:SendSSHPublicKey", inst(instanceID(o)), osuser(policy.SSHOSUser))
+		}
+	}
+	ssh(denied, "push a key to another instance", "ec2-instance-connect:SendSSHPublicKey", inst("i-0fffffffffffffff0"), osuser(policy.SSHOSUser))
 }
 
 // runtime is a principal the broker runs as, with its identity policy.
@@ -348,6 +512,8 @@ func buildMatrix(t *testing.T) matrix {
 		s3Cells(&m, stacks, s)
 		mailCells(&m, stacks, s)
 		trustCells(&m, stacks, s)
+		hostCells(t, &m, stacks, s)
+		sshCells(&m, stacks, s)
 	}
 	// The receipt rule set is shared by every stack of the account, prod too.
 	rules := map[string]naming.Names{"prod": names(t, "prod"), "test": stacks["test"], "test-2": stacks["test-2"]}
@@ -410,6 +576,14 @@ func (m matrix) mutate(f func(policy.Document) policy.Document) matrix {
 			}
 		}
 		r.IdentityPolicies = ids
+		bs := make([]iamsim.NamedPolicy, len(r.Boundaries))
+		for j, p := range r.Boundaries {
+			bs[j] = p
+			if d, ok := p.Policy.(policy.Document); ok {
+				bs[j].Policy = f(d)
+			}
+		}
+		r.Boundaries = bs
 		out.cells[i] = cell{r, c.want}
 	}
 	return out
@@ -461,21 +635,94 @@ func TestIsolationMatrixDetectsWeakenedPolicies(t *testing.T) {
 			})
 		}
 	}
+	hostByDaemon := map[string]string{}
+	for _, st := range []string{"test", "test-2"} {
+		n := names(t, st)
+		hostByDaemon[n.DaemonUserARN] = n.HostRoleARN
+	}
 	mutations := map[string]func(policy.Document) policy.Document{
 		"no DenyMalformedActorTag": drop("DenyMalformedActorTag"),
 		"no DenyMissingActorTag":   drop("DenyMissingActorTag"),
 		"no DenyInsecureTransport": drop("DenyInsecureTransport"),
-		"trust without aud":        dropCond("BrokerFederationWithActorTag", "StringEquals"),
-		"trust without non-empty":  dropCond("BrokerFederationWithActorTag", "StringLike"),
-		"trust without no-slash":   dropCond("BrokerFederationWithActorTag", "StringNotLike"),
-		"trust without tag keys":   dropCond("BrokerFederationWithActorTag", "ForAllValues:StringEquals"),
+		"trust without aud":        dropCond(fedSid, "StringEquals"),
+		"trust without non-empty":  dropCond(fedSid, "StringLike"),
+		"trust without no-slash":   dropCond(fedSid, "StringNotLike"),
+		"trust without tag keys":   dropCond(fedSid, "ForAllValues:StringEquals"),
 		"trust without tag needed": func(d policy.Document) policy.Document {
-			return dropCond("BrokerFederationWithActorTag", "StringLike")(dropCond("BrokerFederationWithActorTag", "Null")(d))
+			return dropCond(fedSid, "StringLike")(dropCond(fedSid, "Null")(d))
+		},
+		// The trust before this change: every real credential mint is denied.
+		"trust allows only the actor tag key": func(d policy.Document) policy.Document {
+			return editStatements(d, func(s *policy.Statement) bool {
+				if s.Sid == fedSid {
+					s.Condition["ForAllValues:StringEquals"] = map[string]any{"aws:TagKeys": []string{naming.ActorTag}}
+				}
+				return true
+			})
+		},
+		"trust does not check the wallet tag": func(d policy.Document) policy.Document {
+			return editStatements(d, func(s *policy.Statement) bool {
+				if s.Sid == fedSid {
+					for _, op := range []string{"Null", "StringLike", "StringNotLike"} {
+						delete(s.Condition[op], policy.WalletRequestTagKey)
+					}
+				}
+				return true
+			})
+		},
+		"static trust names the host role again": func(d policy.Document) policy.Document {
+			return editStatements(d, func(s *policy.Statement) bool {
+				if s.Sid == "RuntimePrincipalsAssume" {
+					daemon := s.Principal.(map[string]any)["AWS"].(string)
+					s.Principal = map[string]any{"AWS": []string{daemon, hostByDaemon[daemon]}}
+				}
+				return true
+			})
+		},
+		"host role probes any identity": func(d policy.Document) policy.Document {
+			return editStatements(d, func(s *policy.Statement) bool {
+				if s.Sid == "SesGetEmailIdentity" {
+					s.Resource = "arn:aws:ses:*:*:identity/*"
+				}
+				return true
+			})
+		},
+		"host role lists without a prefix": dropCond("S3ListBucket", "StringLike"),
+		"host role reads inbound objects": func(d policy.Document) policy.Document {
+			return editStatements(d, func(s *policy.Statement) bool {
+				if s.Sid == "S3ListBucket" {
+					b := s.Resource.(string)
+					s.Action, s.Resource = []string{"s3:ListBucket", "s3:GetObject"}, []string{b, b + "/bots/*/inbound/*"}
+					s.Condition = nil
+				}
+				return true
+			})
+		},
+		"host role without the SES probe": drop("SesGetEmailIdentity"),
+		"ssh user any osuser":             dropCond("InstanceConnectThisHost", "StringEquals"),
+		"ssh user any instance": func(d policy.Document) policy.Document {
+			return editStatements(d, func(s *policy.Statement) bool {
+				if s.Sid == "InstanceConnectThisHost" {
+					s.Resource = "*"
+				}
+				return true
+			})
+		},
+		"ssh user cannot find the instance":       drop("FindInstanceAddress"),
+		"test boundary without DescribeInstances": drop("FindInstances"),
+		"test boundary without SES":               drop("TestMail"),
+		"memory inbox not granted": func(d policy.Document) policy.Document {
+			return editStatements(d, func(s *policy.Statement) bool {
+				if r, ok := s.Resource.([]string); ok && s.Sid == "ActorObjects" {
+					s.Resource = r[0]
+				}
+				return true
+			})
 		},
 		"objects on all of bots/": func(d policy.Document) policy.Document {
 			return editStatements(d, func(s *policy.Statement) bool {
 				if s.Sid == "ActorObjects" {
-					r := s.Resource.(string)
+					r := policy.Strings(s.Resource)[0]
 					s.Resource = r[:strings.Index(r, "/bots/")] + "/bots/*"
 				}
 				return true

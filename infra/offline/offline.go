@@ -39,8 +39,9 @@ func AnswersFor(configured string) map[string]plan.Answer {
 }
 
 // answers is AnswersFor; providerExists answers the OIDC provider lookup with
-// the provider asked for, as the account holds it after the first bring-up.
-func answers(configured string, providerExists bool) map[string]plan.Answer {
+// the provider asked for, as the account holds it after the first bring-up
+// (with thumbs as its thumbprints).
+func answers(configured string, providerExists bool, thumbs ...string) map[string]plan.Answer {
 	return map[string]plan.Answer{
 		"aws:ec2/getEips:getEips": func(args resource.PropertyMap) (resource.PropertyMap, error) {
 			var allocs, ips []any
@@ -62,8 +63,12 @@ func answers(configured string, providerExists bool) map[string]plan.Answer {
 				return nil, fmt.Errorf("reading IAM OIDC Provider (%s): NoSuchEntity: not found", arn)
 			}
 			_, host, _ := strings.Cut(arn, ":oidc-provider/")
+			tl := []any{}
+			for _, t := range thumbs {
+				tl = append(tl, t)
+			}
 			return resource.NewPropertyMapFromMap(map[string]any{
-				"arn": arn, "id": arn, "url": host, "clientIdLists": []any{naming.OIDCAudience}, "thumbprintLists": []any{},
+				"arn": arn, "id": arn, "url": host, "clientIdLists": []any{naming.OIDCAudience}, "thumbprintLists": tl,
 			}), nil
 		},
 	}
@@ -136,12 +141,21 @@ func Stack(dir, stack string) (*plan.Plan, error) {
 // Raw plans stack from already-read config, in an account that has none of
 // the stack's resources yet (what the first `pulumi up` does).
 func Raw(stack string, raw *config.Raw) (*plan.Plan, error) {
-	return run(stack, raw, false)
+	return run(stack, raw, modeFirstUp)
 }
 
-// run is Raw; steady plans the stack as after its first bring-up, when the
-// account holds its OIDC provider and every run declares it.
-func run(stack string, raw *config.Raw, steady bool) (*plan.Plan, error) {
+// mode is the account a run plans against.
+type mode int
+
+const (
+	modeFirstUp   mode = iota // empty account, a preview: cloud values unknown
+	modeSteady                // the provider in the account, still a preview (isolation check)
+	modeConverged             // after the first bring-up, every cloud value a stand-in
+)
+
+// run is Raw in mode m.
+func run(stack string, raw *config.Raw, m mode) (*plan.Plan, error) {
+	steady := m != modeFirstUp // the provider is in the account
 	// Validate first so that bad config never reaches the engine's error wrapping.
 	cfg, err := raw.Validate(stack)
 	if err != nil {
@@ -169,11 +183,10 @@ func run(stack string, raw *config.Raw, steady bool) (*plan.Plan, error) {
 		secrets = append(append([]string{}, secrets...), sshKey)
 		notes = append(notes, fmt.Sprintf("%s is not set in Pulumi.%s.yaml: planned as if set; `pulumi up` leaves the host bring-up pending until `pulumi config set --secret %s --stack %s < broker.pem`", sshKey, stack, sshKey, stack))
 	}
-	if steady {
+	if m == modeSteady {
 		notes = append(notes, fmt.Sprintf("offline: planned as after the first bring-up: the account is assumed to hold this stack's OIDC provider %s, so the plan declares it (a first `pulumi up` declares it once the broker serves TLS)", cfg.Names().OIDCProviderARN))
 	}
-	notes = append(notes, "offline: the host bring-up has not reported yet (its output is planned empty), so federation shows as pending and each role with the trust it starts with")
-	p, err := plan.Run(stack, program.Declare, plan.Options{
+	opts := plan.Options{
 		Config: vals, SecretKeys: secrets, Answers: answers(configured, steady), Preview: true,
 		State: func(typ, name string, _ resource.PropertyMap) resource.PropertyMap {
 			if typ == "command:remote:Command" && strings.HasSuffix(name, "-apply") {
@@ -181,11 +194,24 @@ func run(stack string, raw *config.Raw, steady bool) (*plan.Plan, error) {
 			}
 			return nil
 		},
-	})
+	}
+	if m == modeConverged {
+		notes = convergedNotes(notes, cfg.Names())
+		opts, err = convergedOptions(opts, cfg.Names(), configured)
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		notes = append(notes, "offline: the host bring-up has not reported yet (its output is planned empty), so federation shows as pending and each role with the trust it starts with")
+	}
+	p, err := plan.Run(stack, program.Declare, opts)
 	if err != nil {
 		return nil, err
 	}
 	p.Notes = append(p.Notes, notes...)
+	if m == modeConverged {
+		p.View = plan.ViewConverged
+	}
 	return p, nil
 }
 
@@ -217,7 +243,7 @@ func Slot(dir, name string, template *config.Raw) (*plan.Plan, error) {
 		if err != nil {
 			return nil, err
 		}
-		return run(name, raw, true)
+		return run(name, raw, modeSteady)
 	}
 	n, _ := strconv.Atoi(m[1])
 	vals := map[string]string{}
@@ -228,7 +254,7 @@ func Slot(dir, name string, template *config.Raw) (*plan.Plan, error) {
 	for _, k := range PerStackKeys {
 		delete(vals, k)
 	}
-	return run(name, &config.Raw{Values: vals, SecretKeys: template.SecretKeys}, true)
+	return run(name, &config.Raw{Values: vals, SecretKeys: template.SecretKeys}, modeSteady)
 }
 
 // PerStackKeys are the keys a slot derived from the test-2 file does not

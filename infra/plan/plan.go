@@ -58,7 +58,14 @@ type Plan struct {
 	Outputs   map[string]Output
 	Invokes   []string // invoke tokens the program called, in order
 	Notes     []string // what the plan assumed
+	// View is "" for the changes a run makes, or ViewConverged for the state
+	// a stack converges to: every step is "same" and the printer shows each
+	// policy document.
+	View string
 }
+
+// ViewConverged marks a plan of the converged state.
+const ViewConverged = "converged"
 
 // Declare is the program under plan: it declares resources and returns the
 // stack outputs (the real entry point exports the same map).

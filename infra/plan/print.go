@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -150,7 +151,10 @@ func (p *Plan) JSON(w io.Writer) error {
 	}
 	for _, r := range p.Resources {
 		op := "create"
-		if r.ImportID != "" {
+		switch {
+		case p.View == ViewConverged:
+			op = "same"
+		case r.ImportID != "":
 			op = "import"
 		}
 		doc.Steps = append(doc.Steps, step{Op: op, URN: r.URN, NewState: state{
@@ -200,7 +204,11 @@ func (p *Plan) Text(w io.Writer) {
 			roots = append(roots, r)
 		}
 	}
-	fmt.Fprintf(w, "Stack %s: %d resources\n", p.Stack, len(p.Resources))
+	if p.View == ViewConverged {
+		fmt.Fprintf(w, "Stack %s (converged): %d resources\n", p.Stack, len(p.Resources))
+	} else {
+		fmt.Fprintf(w, "Stack %s: %d resources\n", p.Stack, len(p.Resources))
+	}
 	for _, n := range p.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}
@@ -208,7 +216,10 @@ func (p *Plan) Text(w io.Writer) {
 	walk = func(r *Resource, depth int) {
 		indent := strings.Repeat("  ", depth)
 		op := "+"
-		if r.ImportID != "" {
+		switch {
+		case p.View == ViewConverged:
+			op = "="
+		case r.ImportID != "":
 			op = "= import " + r.ImportID
 		}
 		phys := r.PhysicalName()
@@ -223,6 +234,9 @@ func (p *Plan) Text(w io.Writer) {
 			fmt.Fprintf(w, "%s%s %s %s%s\n", indent, op, r.Type, r.Name, flags)
 		} else {
 			fmt.Fprintf(w, "%s%s %-48s %-40s %s%s\n", indent, op, r.Type, r.Name, phys, flags)
+		}
+		if p.View == ViewConverged {
+			printPolicies(w, r, indent+"    ")
 		}
 		for _, c := range children[r.URN] {
 			walk(c, depth+1)
@@ -240,5 +254,26 @@ func (p *Plan) Text(w io.Writer) {
 	for _, k := range keys {
 		b, _ := json.Marshal(outputValue(p.Outputs[k]))
 		fmt.Fprintf(w, "  %-22s %s\n", k, b)
+	}
+}
+
+// policyInputs are the inputs that hold an IAM or bucket policy document.
+var policyInputs = []string{"assumeRolePolicy", "policy"}
+
+// printPolicies writes r's policy documents, indented, so a reviewer reads
+// each one in full.
+func printPolicies(w io.Writer, r *Resource, indent string) {
+	for _, k := range policyInputs {
+		doc, ok := r.Inputs[k].(string)
+		if !ok || !strings.HasPrefix(strings.TrimSpace(doc), "{") {
+			continue
+		}
+		// Indent keeps the document's own key order.
+		var b bytes.Buffer
+		if err := json.Indent(&b, []byte(doc), indent+"  ", "  "); err != nil {
+			fmt.Fprintf(w, "%s%s: %s\n", indent, k, doc)
+			continue
+		}
+		fmt.Fprintf(w, "%s%s:\n%s  %s\n", indent, k, indent, b.String())
 	}
 }

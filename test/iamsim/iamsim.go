@@ -45,6 +45,11 @@ type Request struct {
 	// for the action (e.g. "<issuer host>:aud"); only these may be dropped by
 	// its validated engine, which then re-evaluates with the full context.
 	UnlistedKeys []string `json:"unlistedKeys,omitempty"`
+	// SessionPolicy is the inline policy passed to AssumeRole* (Principal
+	// must then be a role session); only the validated engine applies it.
+	SessionPolicy any `json:"sessionPolicy,omitempty"`
+	// Boundaries are the principal's permissions boundary (at most one in IAM).
+	Boundaries []NamedPolicy `json:"permissionBoundaries,omitempty"`
 }
 
 // Decision is the evaluator's answer to one Request.

@@ -1,5 +1,5 @@
 // Command plan prints what a stack declares, offline: the real program under
-// the Pulumi SDK's mock engine. `make plan STACK=test-2 [FORMAT=json]`.
+// the Pulumi SDK's mock engine. `make plan STACK=test-2 [STATE=converged] [FORMAT=json]`.
 package main
 
 import (
@@ -21,6 +21,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print JSON shaped like `pulumi preview --json`")
 	dir := fs.String("dir", ".", "project directory holding Pulumi.<stack>.yaml")
 	critical := fs.Bool("critical-path", false, "print the longest chain of dependent resources")
+	state := fs.String("state", string(offline.FirstUp), "the account to plan against: "+string(offline.FirstUp)+" (the first `pulumi up`) or "+string(offline.Converged)+" (after the first bring-up, every value known, policies printed)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -28,7 +29,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "plan: --stack is required (for example --stack test-2)")
 		return 2
 	}
-	p, err := offline.Stack(*dir, *stack)
+	st, err := offline.ParseState(*state)
+	if err != nil {
+		fmt.Fprintln(stderr, "plan: --state:", err)
+		return 2
+	}
+	p, err := offline.StackIn(*dir, *stack, st)
 	if err != nil {
 		fmt.Fprintln(stderr, "plan:", err)
 		return 1

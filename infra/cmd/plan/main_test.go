@@ -95,3 +95,22 @@ func TestBadConfigFailsWithNothingOnStdout(t *testing.T) {
 	assert.Contains(t, errb.String(), "test-2 or higher")
 	assert.Equal(t, 2, run(nil, &out, &errb))
 }
+
+func TestPlanConvergedState(t *testing.T) {
+	var out, errb bytes.Buffer
+	require.Equal(t, 0, run([]string{"--stack", "test-2", "--state", "converged", "--json", "--dir", "../../.."}, &out, &errb), errb.String())
+	assert.NotContains(t, out.String(), "[unknown]")
+	assert.Contains(t, out.String(), `"op": "same"`)
+	assert.Contains(t, out.String(), "aws:iam/openIdConnectProvider:OpenIdConnectProvider")
+
+	out.Reset()
+	require.Equal(t, 0, run([]string{"--stack", "test-2", "--state", "converged", "--dir", "../../.."}, &out, &errb), errb.String())
+	assert.Contains(t, out.String(), "Stack test-2 (converged)")
+	assert.Contains(t, out.String(), "assumeRolePolicy:")
+
+	out.Reset()
+	errb.Reset()
+	assert.Equal(t, 2, run([]string{"--stack", "test-2", "--state", "after", "--dir", "../../.."}, &out, &errb))
+	assert.Empty(t, out.String())
+	assert.Contains(t, errb.String(), `unknown state "after": use first-up`)
+}
