@@ -35,8 +35,9 @@ const (
 // resources. Its figures are printed last by `make test-engine`.
 func TestEngineDeploy(t *testing.T) {
 	used := map[string]bool{}
-	eip2, eip3, eip4 := freeLoopback(t, used), freeLoopback(t, used), freeLoopback(t, used)
-	e := newEngineRun(t, map[string]string{"agentkeys-broker-eip-test-2": eip2, "agentkeys-broker-eip-test-3": eip3, "agentkeys-broker-eip-test-4": eip4})
+	eip2, eip3, eip4, eip5 := freeLoopback(t, used), freeLoopback(t, used), freeLoopback(t, used), freeLoopback(t, used)
+	e := newEngineRun(t, map[string]string{"agentkeys-broker-eip-test-2": eip2, "agentkeys-broker-eip-test-3": eip3,
+		"agentkeys-broker-eip-test-4": eip4, "agentkeys-broker-eip-test-5": eip5})
 	defer e.writeFigures()
 	zone := e.zone()
 	ctx := context.Background()
@@ -48,6 +49,12 @@ func TestEngineDeploy(t *testing.T) {
 	// test-4's EIP has no host behind it.
 	e.stackFile("test-4", "Pulumi.test-2.yaml", map[string]string{"agentkeys:instanceId": e.instance(), "agentkeys:parentZoneId": zone},
 		map[string]string{"agentkeys:sshUser": sshUser, "agentkeys:sshHostKey": h2.h.HostKey},
+		map[string]string{"agentkeys:sshPrivateKey": h2.h.UserKey}, true)
+	// test-5's EIP leads to test-2's host: the wrong host.
+	forward(t, h2.h, eip5)
+	e.stackFile("test-5", "Pulumi.test-2.yaml", map[string]string{"agentkeys:instanceId": e.instance(), "agentkeys:parentZoneId": zone},
+		map[string]string{"agentkeys:sshUser": sshUser, "agentkeys:sshHostKey": h2.h.HostKey, "agentkeys:agentkeysRepo": "file://" + h2.bare,
+			"agentkeys:dnsResolver": "127.0.0.1:53"},
 		map[string]string{"agentkeys:sshPrivateKey": h2.h.UserKey}, true)
 	// prod as committed (its KMS provider, no encryptedkey yet) with this account's ids; no SSH key: no bring-up.
 	e.stackFile("prod", "Pulumi.prod.yaml", map[string]string{"agentkeys:instanceId": e.instance(), "agentkeys:parentZoneId": zone}, nil, nil, false)
@@ -186,6 +193,18 @@ func TestEngineDeploy(t *testing.T) {
 	assert.Less(t, took, 90*time.Second, "the bring-up of an unreachable host gives up within its documented budget (about 21 s of retries, %d dials)", components.SSHDialRetries+1)
 	t.Logf("unreachable host: up failed after %s", took.Round(time.Second))
 	e.mustDeploy("destroy", "--stack", "test-4")
+
+	// A wrong host (test-2's, under test-5's EIP) refuses before it changes anything.
+	code, outs, _ = e.deploy("up", "--stack", "test-5")
+	require.Equal(t, 1, code)
+	assert.Equal(t, "failed", outs[0].Status)
+	assert.Contains(t, outs[0].Reason, "test-2", "the refusal names the stack the host belongs to")
+	assert.NotContains(t, outs[0].Reason, "connection refused")
+	t.Logf("wrong host: %s", tail(outs[0].Reason, 600))
+	spec, err = os.ReadFile(filepath.Join(h2.h.Etc, "agentkeys", "hostspec.json"))
+	require.NoError(t, err)
+	assert.Contains(t, string(spec), `"https://broker-test-2.example.org"`, "the wrong host still holds test-2's spec")
+	e.mustDeploy("destroy", "--stack", "test-5")
 
 	// 9. The account stack: refused while a broker stack exists, and refused
 	// for its protected resources with nothing deleted.
