@@ -21,6 +21,18 @@ const (
 	HostSpecPath = spec.DefaultPath
 )
 
+// The SSH dial budget of each bring-up command. pulumi-command v1.2.1 dials
+// once, then retries SSHDialRetries times, sleeping 0.1 s growing 1.5x up to
+// 5 s between attempts (pulumi sdk retry.Until), each attempt waiting at
+// most SSHDialTimeoutSeconds. So an unreachable host fails the bring-up in
+// about 21 s when it refuses connections, and in at most about 2.5 min
+// (13 x 10 s + 21 s) when its packets are dropped; a host still booting gets
+// those 21 s to start sshd.
+const (
+	SSHDialRetries        = 12
+	SSHDialTimeoutSeconds = 10
+)
+
 // HostBringUpArgs configures the host bring-up over SSH.
 type HostBringUpArgs struct {
 	// Host is the address to dial (the stack's EIP).
@@ -120,9 +132,10 @@ func NewHostBringUp(ctx *pulumi.Context, name string, args *HostBringUpArgs, opt
 		Port:       pulumi.Float64(float64(port)),
 		User:       pulumi.String(args.User),
 		PrivateKey: pulumi.ToSecret(args.PrivateKey).(pulumi.StringOutput),
-		// A booting host refuses connections for a while: keep dialing.
-		DialErrorLimit: pulumi.Int(60),
-		PerDialTimeout: pulumi.Int(15),
+		// Bounded: an unreachable host fails the bring-up with the dial
+		// error as its cause instead of minutes of silent retries.
+		DialErrorLimit: pulumi.Int(SSHDialRetries),
+		PerDialTimeout: pulumi.Int(SSHDialTimeoutSeconds),
 	}
 	if args.HostKey != "" {
 		conn.HostKey = pulumi.String(args.HostKey)

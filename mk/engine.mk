@@ -1,7 +1,10 @@
 # The program under the real Pulumi engine (issue 14): bin/pulumi, the real
 # pulumi-command provider and the moto-backed stand-ins for pulumi-aws and
 # pulumi-tls, all installed by .ci/install.d/engine.sh into .pulumi-home.
-ENGINE_PKGS ?= ./test/providers/... ./test/e2e/engine/...
+# The engine tests live beside the SSH harness they reuse (infra/e2e,
+# TestEngine*); test-e2e skips them.
+ENGINE_PKGS ?= ./test/providers/...
+ENGINE_E2E_PKG ?= ./infra/e2e/
 # Where the engine tests find the CLI and the plugins (make deps puts them here).
 export AGENTKEYS_PULUMI_HOME ?= $(CURDIR)/.pulumi-home
 
@@ -10,5 +13,6 @@ export AGENTKEYS_PULUMI_HOME ?= $(CURDIR)/.pulumi-home
 ## test-engine: stand-in provider tests + agentkeys deploy through the real engine; figures are the last lines
 test-engine:
 	@out=$$(mktemp); trap 'rm -f $$out' EXIT; \
-	AGENTKEYS_E2E=1 AGENTKEYS_ENGINE_FIGURES=$$out $(GO) test -count=1 -timeout 40m $(ENGINE_PKGS) \
+	AGENTKEYS_E2E=1 $(GO) test -count=1 -timeout 10m $(ENGINE_PKGS) \
+	  && AGENTKEYS_E2E=1 AGENTKEYS_ENGINE_FIGURES=$$out $(GO) test -count=1 -timeout 30m -run '^TestEngine' -v $(ENGINE_E2E_PKG) \
 	  && cat $$out

@@ -19,11 +19,7 @@ const AccountStackName = naming.AccountStack
 // accountProgram declares the account stack: the shared SES rule set and its
 // activation, the GitHub OIDC provider, the CI deploy role and the test
 // principals' permissions boundary.
-func accountProgram(ctx *pulumi.Context) (map[string]pulumi.Input, error) {
-	raw, err := config.EnvValues()
-	if err != nil {
-		return nil, err
-	}
+func accountProgram(ctx *pulumi.Context, raw map[string]string) (map[string]pulumi.Input, error) {
 	cfg, err := config.ParseAccount(raw)
 	if err != nil {
 		return nil, err

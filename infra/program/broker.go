@@ -10,7 +10,7 @@ import (
 
 // declareBroker declares one broker stack: the EIP decision is made from
 // lookups before any resource is declared, then BrokerStack composes the rest.
-func declareBroker(ctx *pulumi.Context, cfg *config.Config) (map[string]pulumi.Input, error) {
+func declareBroker(ctx *pulumi.Context, cfg *config.Config, projectDir string) (map[string]pulumi.Input, error) {
 	n := cfg.Names()
 	configured := cfg.EIPAllocationID
 	if configured == "" {
@@ -52,7 +52,7 @@ func declareBroker(ctx *pulumi.Context, cfg *config.Config) (map[string]pulumi.I
 		args.PermissionsBoundary = policy.TestBoundaryARN(n.Fork.AccountID)
 	}
 	if cfg.SSHPrivateKey.Set() {
-		bin, hash, err := AgentBinary(ctx.RootDirectory(), cfg.HostArch)
+		bin, hash, err := AgentBinary(projectDir, cfg.HostArch)
 		if err != nil {
 			return nil, err
 		}

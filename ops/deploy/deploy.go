@@ -37,9 +37,9 @@ func ParseAction(s string) (Action, error) {
 
 // Step is one resource step of an operation.
 type Step struct {
-	Op   string // create, update, replace, create-replacement, delete-replaced, delete, same, ...
-	URN  string
-	Type string
+	Op   string `json:"op"` // create, update, replace, create-replacement, delete-replaced, delete, same, ...
+	URN  string `json:"urn"`
+	Type string `json:"type"`
 }
 
 // Output is one stack output; Secret values are never rendered.
@@ -72,6 +72,8 @@ type Engine interface {
 	LastDeploy(ctx context.Context, stack string) (LastDeploy, bool, error)
 	// Stacks lists the project's stacks in the backend.
 	Stacks(ctx context.Context) ([]StackInfo, error)
+	// Protected lists the URNs of the stack's protected resources.
+	Protected(ctx context.Context, stack string) ([]string, error)
 }
 
 // StackInfo is one stack of the backend; Resources is -1 when unknown.
@@ -97,6 +99,9 @@ type Outcome struct {
 	Reason  string // why refused or failed
 	Preview *Result
 	Result  *Result
+	// Notes say in words what the counts cannot (e.g. a resource that is
+	// declared only during the up).
+	Notes []string
 }
 
 // Driver applies an action to stacks.
@@ -104,6 +109,8 @@ type Driver struct {
 	Engine       Engine
 	Parallel     int  // at most this many stacks at once (>= 1)
 	AllowReplace bool // let prod-posture stacks replace/delete resources
+	// Notes adds notes to a preview's outcome (nil = none).
+	Notes func(stack string, preview Result) []string
 }
 
 // Destructive counts steps that replace or delete a resource. A replaced
@@ -189,6 +196,7 @@ func (d Driver) one(ctx context.Context, action Action, stack string) Outcome {
 			return failed(err)
 		}
 		o.Preview = &r
+		o.Notes = d.notes(stack, r)
 	case Up:
 		if prodPosture {
 			// The gate: preview first, and stop before anything changes.
@@ -197,6 +205,7 @@ func (d Driver) one(ctx context.Context, action Action, stack string) Outcome {
 				return failed(fmt.Errorf("gate preview: %w", err))
 			}
 			o.Preview = &p
+			o.Notes = d.notes(stack, p)
 			if rep, del := Destructive(p); (rep > 0 || del > 0) && !d.AllowReplace {
 				o.Status = Refused
 				o.Reason = fmt.Sprintf("%s is a prod-posture stack and the preview replaces %d and deletes %d resource(s); review the preview and re-run with --allow-replace", stack, rep, del)
@@ -229,6 +238,23 @@ func (d Driver) one(ctx context.Context, action Action, stack string) Outcome {
 			o.Reason = fmt.Sprintf("%s is a prod-posture stack: destroy deletes every resource; re-run with --allow-replace if that is really intended", stack)
 			return o
 		}
+		// The Automation API destroys without a preview: it would delete
+		// every unprotected resource and only then fail on the protected
+		// ones. Refuse before anything is deleted.
+		prot, err := d.Engine.Protected(ctx, stack)
+		if err != nil {
+			return failed(fmt.Errorf("reading which resources of %s are protected: %w", stack, err))
+		}
+		if len(prot) > 0 {
+			names := make([]string, 0, len(prot))
+			for _, u := range prot {
+				names = append(names, urnName(u))
+			}
+			sort.Strings(names)
+			o.Status = Refused
+			o.Reason = fmt.Sprintf("%s holds %d protected resource(s) (%s); nothing was deleted. Retiring them is deliberate: `pulumi state unprotect --stack %s <urn>` for each (or --all), then destroy again", stack, len(prot), strings.Join(names, ", "), stack)
+			return o
+		}
 		r, err = d.Engine.Destroy(ctx, stack)
 		if err != nil {
 			return failed(err)
@@ -241,6 +267,29 @@ func (d Driver) one(ctx context.Context, action Action, stack string) Outcome {
 	}
 	o.Status = OK
 	return o
+}
+
+func (d Driver) notes(stack string, r Result) []string {
+	if d.Notes == nil {
+		return nil
+	}
+	return d.Notes(stack, r)
+}
+
+// OIDCProviderType is the token of the IAM OIDC provider.
+const OIDCProviderType = "aws:iam/openIdConnectProvider:OpenIdConnectProvider"
+
+// OIDCPendingNote explains a broker stack's preview that does not show its
+// OIDC provider: the program declares it inside the up, once the host
+// bring-up reports the broker serving OIDC discovery over TLS (IAM fetches
+// the issuer's certificate when the provider is registered).
+func OIDCPendingNote(n naming.Names, preview Result) string {
+	for _, s := range preview.Steps {
+		if s.Type == OIDCProviderType {
+			return ""
+		}
+	}
+	return fmt.Sprintf("the IAM OIDC provider %s is not in this preview: `up` creates it once the host bring-up reports %s serving OIDC discovery over TLS (one more resource than previewed), and in the same run the data and class roles switch from the static trust to trusting only it", n.OIDCProviderARN, n.Issuer)
 }
 
 // brokerStacks lists the backend's other stacks that still hold resources
@@ -323,6 +372,9 @@ func Markdown(outs []Outcome) string {
 	for _, o := range outs {
 		if o.Reason != "" {
 			fmt.Fprintf(&b, "\n> **%s**: %s\n", o.Stack, mdEscape(o.Reason))
+		}
+		for _, n := range o.Notes {
+			fmt.Fprintf(&b, "\n> **%s** (note): %s\n", o.Stack, mdEscape(n))
 		}
 		r := o.Result
 		if r == nil {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agentkeys/agentkeys-infra/naming"
 )
 
 const urn = "urn:pulumi:%s::agentkeys::%s::%s"
@@ -211,5 +213,39 @@ func TestGateLetsBringUpReRunsThrough(t *testing.T) {
 	f = &fake{preview: map[string]Result{"prod": rerun}}
 	if outs := (Driver{Engine: f}).Run(context.Background(), Up, []string{"prod"}); outs[0].Status != Refused || !strings.Contains(outs[0].Reason, "replaces 1 ") {
 		t.Fatalf("%+v", outs[0])
+	}
+}
+
+func TestDestroyWithProtectedResourcesRefusedBeforeAnythingIsDeleted(t *testing.T) {
+	urn := "urn:pulumi:prod::agentkeys::agentkeys:index:BrokerStack$aws:s3/bucketV2:BucketV2::agentkeys-vault-bucket"
+	f := &fake{protected: map[string][]string{"prod": {urn}, "test-2": nil}}
+	outs := Driver{Engine: f, AllowReplace: true}.Run(context.Background(), Destroy, []string{"prod", "test-2"})
+	if outs[0].Status != Refused || !strings.Contains(outs[0].Reason, "agentkeys-vault-bucket") || !strings.Contains(outs[0].Reason, "nothing was deleted") {
+		t.Fatalf("prod: %+v", outs[0])
+	}
+	if slices.Contains(f.calls, "destroy prod") || !slices.Contains(f.calls, "destroy test-2") || outs[1].Status != OK {
+		t.Fatalf("calls %v, test-2 %+v", f.calls, outs[1])
+	}
+}
+
+func TestPreviewNotesReachTheSummary(t *testing.T) {
+	st, err := naming.ParseStack("test-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := naming.Derive(st, naming.Fork{AccountID: "123456789012", Zone: "example.org"})
+	pending := Result{Counts: map[string]int{"create": 2}, Steps: []Step{{Op: "create", Type: "aws:iam/role:Role", URN: "urn:x::r"}}}
+	note := OIDCPendingNote(n, pending)
+	if !strings.Contains(note, n.OIDCProviderARN) || !strings.Contains(note, "serving OIDC discovery over TLS") {
+		t.Fatalf("note %q", note)
+	}
+	if OIDCPendingNote(n, Result{Steps: []Step{{Op: "same", Type: OIDCProviderType}}}) != "" {
+		t.Fatal("a preview with the provider got the note")
+	}
+	f := &fake{preview: map[string]Result{"test-2": pending}}
+	d := Driver{Engine: f, Notes: func(stack string, r Result) []string { return []string{OIDCPendingNote(n, r)} }}
+	outs := d.Run(context.Background(), Preview, []string{"test-2"})
+	if md := Markdown(outs); !strings.Contains(md, "**test-2** (note): the IAM OIDC provider "+n.OIDCProviderARN) {
+		t.Fatalf("summary:\n%s", md)
 	}
 }

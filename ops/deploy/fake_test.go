@@ -20,6 +20,8 @@ type fake struct {
 	want     int // hold each operation until this many ran at once (bounded wait)
 	stacks   []StackInfo
 	listErr  error
+	// protected lists each stack's protected resources.
+	protected map[string][]string
 }
 
 func (f *fake) enter(op, stack string) error {
@@ -72,6 +74,12 @@ func (f *fake) Destroy(_ context.Context, s string) (Result, error) {
 func (f *fake) LastDeploy(_ context.Context, s string) (LastDeploy, bool, error) {
 	return LastDeploy{}, false, errors.New("no history in fake")
 }
+func (f *fake) Protected(_ context.Context, stack string) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.protected[stack], nil
+}
+
 func (f *fake) Stacks(context.Context) ([]StackInfo, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

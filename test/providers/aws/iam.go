@@ -787,7 +787,7 @@ func oidcProviderType(p *awsProvider) *standin.Type {
 		Validate: func(in props) []plugin.CheckFailure {
 			var out []plugin.CheckFailure
 			// validOpenIDURL (internal/service/iam/validate.go).
-			if u := str(in, "url"); has(in, "url") && (!strings.HasPrefix(u, "https://") || strings.ContainsAny(u, "?#")) {
+			if u, ok := standin.Known(in, "url"); ok && (!strings.HasPrefix(u, "https://") || strings.ContainsAny(u, "?#")) {
 				out = append(out, standin.Fail("url", "%q: URL must begin with https:// and have no query or fragment, got %s", "url", u))
 			}
 			for _, t := range strs(in, "thumbprintLists") {

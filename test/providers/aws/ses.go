@@ -25,7 +25,7 @@ func sesTypes(p *awsProvider) []*standin.Type {
 // beginning and ending with a letter or digit).
 func sesName(in props, prop string) []plugin.CheckFailure {
 	out := nameCheck(in, prop, sesNameRe, 1, 64, "must contain only letters, digits, underscores, periods and hyphens")
-	if v := str(in, prop); has(in, prop) && v != "" && (!isAlnum(v[0]) || !isAlnum(v[len(v)-1])) {
+	if v, ok := standin.Known(in, prop); ok && v != "" && (!isAlnum(v[0]) || !isAlnum(v[len(v)-1])) {
 		out = append(out, standin.Fail(prop, "%s must begin and end with a letter or number, got %s", prop, v))
 	}
 	return out

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource/plugin"
 
 	"github.com/agentkeys/agentkeys-infra/test/providers/standin"
@@ -31,10 +32,10 @@ var (
 
 // nameCheck checks a name property against a pattern and a length range.
 func nameCheck(in standin.Props, prop string, re *regexp.Regexp, min, max int, what string) []plugin.CheckFailure {
-	if !standin.Has(in, prop) {
+	v, ok := standin.Known(in, prop)
+	if !ok {
 		return nil
 	}
-	v := standin.Str(in, prop)
 	var out []plugin.CheckFailure
 	if len(v) < min || len(v) > max {
 		out = append(out, standin.Fail(prop, "expected length of %s to be in the range (%d - %d), got %s", prop, min, max, v))
@@ -47,11 +48,12 @@ func nameCheck(in standin.Props, prop string, re *regexp.Regexp, min, max int, w
 
 // jsonCheck is validation.StringIsJSON.
 func jsonCheck(in standin.Props, prop string) []plugin.CheckFailure {
-	if !standin.Has(in, prop) {
+	s, ok := standin.Known(in, prop)
+	if !ok {
 		return nil
 	}
 	var v any
-	if err := json.Unmarshal([]byte(standin.Str(in, prop)), &v); err != nil {
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
 		return []plugin.CheckFailure{standin.Fail(prop, "%q contains an invalid JSON: %v", prop, err)}
 	}
 	return nil
@@ -60,10 +62,10 @@ func jsonCheck(in standin.Props, prop string) []plugin.CheckFailure {
 // policyCheck is verify.ValidIAMPolicyJSON: a JSON object, no leading
 // whitespace.
 func policyCheck(in standin.Props, prop string) []plugin.CheckFailure {
-	if !standin.Has(in, prop) {
+	s, ok := standin.Known(in, prop)
+	if !ok {
 		return nil
 	}
-	s := standin.Str(in, prop)
 	if len(s) > 0 && s[0] != '{' {
 		if strings.TrimSpace(s) != s {
 			return []plugin.CheckFailure{standin.Fail(prop, "%q contains an invalid JSON policy: leading space characters are not allowed", prop)}
@@ -74,20 +76,17 @@ func policyCheck(in standin.Props, prop string) []plugin.CheckFailure {
 }
 
 func arnCheck(in standin.Props, prop string) []plugin.CheckFailure {
-	if !standin.Has(in, prop) {
-		return nil
-	}
-	if v := standin.Str(in, prop); !arnRe.MatchString(v) {
+	if v, ok := standin.Known(in, prop); ok && !arnRe.MatchString(v) {
 		return []plugin.CheckFailure{standin.Fail(prop, "%q (%s) is an invalid ARN", prop, v)}
 	}
 	return nil
 }
 
 func oneOf(in standin.Props, prop string, values ...string) []plugin.CheckFailure {
-	if !standin.Has(in, prop) {
+	v, ok := standin.Known(in, prop)
+	if !ok {
 		return nil
 	}
-	v := standin.Str(in, prop)
 	for _, ok := range values {
 		if v == ok {
 			return nil
@@ -97,7 +96,7 @@ func oneOf(in standin.Props, prop string, values ...string) []plugin.CheckFailur
 }
 
 func intRange(in standin.Props, prop string, min, max int) []plugin.CheckFailure {
-	if !standin.Has(in, prop) {
+	if v, ok := in[resource.PropertyKey(prop)]; !ok || !v.IsNumber() {
 		return nil
 	}
 	if v := standin.Int(in, prop); v < min || v > max {

@@ -18,7 +18,15 @@ func Str(m Props, k string) string {
 	return ""
 }
 
-// Has reports whether m[k] is set and not null.
+// Known is m[k] as a string when it is a known string.
+func Known(m Props, k string) (string, bool) {
+	if v, ok := m[resource.PropertyKey(k)]; ok && v.IsString() {
+		return v.StringValue(), true
+	}
+	return "", false
+}
+
+// Has reports whether m[k] is set and not null (known or not).
 func Has(m Props, k string) bool {
 	v, ok := m[resource.PropertyKey(k)]
 	return ok && !v.IsNull()

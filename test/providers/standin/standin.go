@@ -59,7 +59,7 @@ type Type struct {
 	// provider's DiffSuppressFunc): a policy document re-serialised by AWS, a
 	// URL without its scheme.
 	Equivalent map[string]func(a, b resource.PropertyValue) bool
-	// Validate reports invalid inputs; only known values are passed.
+	// Validate reports invalid inputs; it checks only known values (Known).
 	Validate func(in Props) []plugin.CheckFailure
 	// Computed are the output-only properties, unknown in a preview.
 	Computed []string
@@ -203,14 +203,10 @@ func (p *Provider) Check(_ context.Context, req plugin.CheckRequest) (plugin.Che
 				Reason: fmt.Sprintf("Missing required argument: the argument %q is required, but no definition was found.", k)})
 		}
 	}
-	known := resource.PropertyMap{}
-	for k, v := range Plain(in) {
-		if !v.ContainsUnknowns() {
-			known[k] = v
-		}
-	}
 	if t.Validate != nil && len(failures) == 0 {
-		failures = append(failures, t.Validate(known)...)
+		// Unknown values (a preview's outputs of other resources) are
+		// present but pass: validators read them through Known.
+		failures = append(failures, t.Validate(Plain(in))...)
 	}
 	return plugin.CheckResponse{Properties: in, Failures: failures}, nil
 }

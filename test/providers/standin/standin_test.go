@@ -91,3 +91,28 @@ func TestBridgeSemantics(t *testing.T) {
 		t.Fatal("a missing resource still reads")
 	}
 }
+
+// A preview's unknown inputs pass validation (the bridge validates known
+// values only) but still count as present.
+func TestUnknownInputsPassValidation(t *testing.T) {
+	ty := thing(map[string]standin.Props{})
+	ty.Validate = func(in standin.Props) []plugin.CheckFailure {
+		var f []plugin.CheckFailure
+		if !standin.Has(in, "members") {
+			f = append(f, standin.Fail("members", "members are required"))
+		}
+		if v, ok := standin.Known(in, "name"); ok && v == "bad" {
+			f = append(f, standin.Fail("name", "bad name"))
+		}
+		return f
+	}
+	h := standintest.Harness{T: t, P: standin.New("test", "1.0.0", []*standin.Type{ty}, nil)}
+	unknown := resource.MakeComputed(resource.NewStringProperty(""))
+	in := standin.Props{"name": unknown, "members": resource.NewArrayProperty([]resource.PropertyValue{unknown})}
+	if _, f := h.Check("test:index/thing:Thing", "u", nil, in); len(f) != 0 {
+		t.Fatalf("unknown inputs failed validation: %v", f)
+	}
+	if _, f := h.Check("test:index/thing:Thing", "u", nil, standin.M(map[string]any{"name": "bad", "members": []string{"x"}})); len(f) != 1 {
+		t.Fatalf("known bad name: %v", f)
+	}
+}

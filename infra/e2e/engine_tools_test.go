@@ -1,4 +1,4 @@
-package engine
+package e2e
 
 import (
 	"encoding/json"
@@ -10,11 +10,11 @@ import (
 	"testing"
 )
 
-// repoRoot is the module root (this file is test/e2e/engine/tools_test.go).
+// repoRoot is the module root (this file is infra/e2e/engine_tools_test.go).
 func repoRoot(t *testing.T) string {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
 // goModVersion is the version go.mod requires of module mod.
@@ -39,9 +39,9 @@ type toolset struct {
 	PulumiHome string // holds plugins/
 }
 
-// requireTools returns the installed CLI and PULUMI_HOME; a missing piece
+// requireEngineTools returns the installed CLI and PULUMI_HOME; a missing piece
 // skips the test, or fails it under AGENTKEYS_E2E=1.
-func requireTools(t *testing.T) toolset {
+func requireEngineTools(t *testing.T) toolset {
 	t.Helper()
 	root := repoRoot(t)
 	ts := toolset{CLI: os.Getenv("AGENTKEYS_PULUMI"), PulumiHome: os.Getenv("AGENTKEYS_PULUMI_HOME")}
@@ -84,12 +84,12 @@ func plugins(t *testing.T) []pluginRef {
 	}
 }
 
-// TestToolsInstalled: the CLI reports the SDK's version (the Automation API
+// TestEngineToolsInstalled: the CLI reports the SDK's version (the Automation API
 // refuses a CLI older than its SDK, and an unversioned build), and the CLI
 // sees every plugin in the project's PULUMI_HOME at the pinned version, so
 // it never tries to download one.
-func TestToolsInstalled(t *testing.T) {
-	ts := requireTools(t)
+func TestEngineToolsInstalled(t *testing.T) {
+	ts := requireEngineTools(t)
 	out, err := exec.Command(ts.CLI, "version").Output()
 	if err != nil {
 		t.Fatalf("%s version: %v", ts.CLI, err)
