@@ -31,8 +31,9 @@ func TestFleetTable(t *testing.T) {
 	dir := project(t, "prod", "test-2", "test-3")
 	n2 := names(t, dir, "test-2")
 	n3 := names(t, dir, "test-3")
-	healthy := stacktest.Start(t, n2, stacktest.Faults{})
-	sick := stacktest.Start(t, n3, stacktest.Faults{Unhealthy: map[string]int{n3.BrokerHost: 502}})
+	healthy := stacktest.Start(t, n2, stacktest.Options{})
+	sick := stacktest.Start(t, n3, stacktest.Options{})
+	sick.Stop("broker")
 	mototest.Start(t)
 	ec := ec2.NewFromConfig(mototest.Config(t))
 	alloc, err := ec.AllocateAddress(context.Background(), &ec2.AllocateAddressInput{TagSpecifications: []ec2types.TagSpecification{{
