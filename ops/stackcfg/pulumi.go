@@ -56,10 +56,18 @@ func (p *Pulumi) run(ctx context.Context, args ...string) ([]byte, error) {
 		if i := strings.IndexByte(msg, '\n'); i > 0 {
 			msg = msg[:i]
 		}
-		return nil, fmt.Errorf("pulumi %s: %v: %s", strings.Join(args, " "), err, msg)
+		if msg == "" {
+			msg = err.Error()
+		}
+		return nil, &CLIError{Cmd: "pulumi " + strings.Join(args[:2], " "), Msg: strings.TrimPrefix(msg, "error: ")}
 	}
 	return out.Bytes(), nil
 }
+
+// CLIError is a failed pulumi command and the first line it printed.
+type CLIError struct{ Cmd, Msg string }
+
+func (e *CLIError) Error() string { return e.Cmd + ": " + e.Msg }
 
 // Outputs are one stack's outputs; secret values read "[secret]".
 type Outputs map[string]any
