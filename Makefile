@@ -19,7 +19,7 @@ check-isolation:
 	@$(GO) run ./infra/cmd/check-isolation --timing
 
 ## test: the full suite (unit, mock-engine, real-component tests); what CI runs
-test: deps lint test-unit check-isolation test-e2e test-realhost
+test: deps lint test-unit check-isolation test-e2e test-realhost test-engine
 
 ## deps: install what the real-component tests need (idempotent; apt-get needs root when something is missing)
 deps:

@@ -40,6 +40,10 @@ const (
 	VarMasterSecret = "DEV_KEY_SERVICE_MASTER_SECRET"
 	VarCapPubKey    = "BROKER_CAP_PUBKEY_PEM"
 	VarHome         = "HOME"
+	// The broker's keypair paths: unset by the deployment (HOME decides),
+	// read from a host the old scripts configured when adopting its keys.
+	VarOIDCKeypairPath    = "BROKER_OIDC_KEYPAIR_PATH"
+	VarSessionKeypairPath = "BROKER_SESSION_KEYPAIR_PATH"
 )
 
 // ChainSuffix is the env-profile suffix of chain: upper case, '-' -> '_'

@@ -48,9 +48,6 @@ const OIDCAudience = "sts.amazonaws.com"
 // ActorTag is the session tag the broker's JWT carries for the actor omni.
 const ActorTag = "agentkeys_actor_omni"
 
-// EnvDir is the directory of the service env files on the broker host.
-const EnvDir = "/etc/agentkeys"
-
 // Names is every identifier of one stack.
 type Names struct {
 	Stack  Stack
@@ -87,12 +84,6 @@ type Names struct {
 	DaemonUserARN   string
 	SSHUserARN      string
 	ReceiptRuleARN  string
-
-	// On-host env files (each stack has its own host, so they do not vary by stack).
-	BrokerEnvFile     string            // /etc/agentkeys/broker.env
-	SignerEnvFile     string            // /etc/agentkeys/signer.env
-	MockServerEnvFile string            // /etc/agentkeys/mock-server.env
-	WorkerEnvFiles    map[string]string // worker -> /etc/agentkeys/worker-<x>.env
 
 	OperatorEnvFile string // the legacy scripts' file this stack replaces
 	BrokerHostEnv   string
@@ -169,13 +160,6 @@ func Derive(s Stack, f Fork) Names {
 	n.SSHUserARN = "arn:aws:iam::" + acct + ":user/" + n.SSHUser
 	n.ReceiptRuleARN = fmt.Sprintf("arn:aws:ses:%s:%s:receipt-rule-set/%s:receipt-rule/%s", region, acct, n.RuleSet, n.ReceiptRule)
 
-	n.BrokerEnvFile = EnvDir + "/broker.env"
-	n.SignerEnvFile = EnvDir + "/signer.env"
-	n.MockServerEnvFile = EnvDir + "/mock-server.env"
-	n.WorkerEnvFiles = map[string]string{}
-	for _, w := range Workers {
-		n.WorkerEnvFiles[w] = EnvDir + "/worker-" + WorkerEnvName(w) + ".env"
-	}
 	legacy := strings.TrimPrefix(s.Suffix, "-")
 	if legacy == "" {
 		n.OperatorEnvFile, n.BrokerHostEnv = "scripts/operator-workstation.env", "scripts/broker.env"
@@ -184,15 +168,6 @@ func Derive(s Stack, f Fork) Names {
 		n.BrokerHostEnv = "scripts/broker." + legacy + ".env"
 	}
 	return n
-}
-
-// WorkerEnvName is the env-file stem of a worker; the cred worker's file is
-// worker-creds.env on hosts set up by the old scripts.
-func WorkerEnvName(w string) string {
-	if w == "cred" {
-		return "creds"
-	}
-	return w
 }
 
 // RoleARN is the ARN of an IAM role in the account.

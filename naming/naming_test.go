@@ -102,9 +102,6 @@ func TestDeriveMatchesSpecTables(t *testing.T) {
 			for _, w := range Workers {
 				assert.Equal(t, w+sfx+".example.org", n.WorkerHosts[w])
 			}
-			assert.Equal(t, "/etc/agentkeys/broker.env", n.BrokerEnvFile)
-			assert.Equal(t, "/etc/agentkeys/worker-creds.env", n.WorkerEnvFiles["cred"])
-			assert.Equal(t, "/etc/agentkeys/worker-audit.env", n.WorkerEnvFiles["audit"])
 			assert.Len(t, n.Hostnames(), 9)
 			assert.Len(t, n.TLSHostnames(), 8)
 			assert.NotContains(t, n.TLSHostnames(), n.MCPHost, "mcp is DNS only")
@@ -155,51 +152,4 @@ func TestStackForBrokerHostRejectsForeignNames(t *testing.T) {
 		_, ok := StackForBrokerHost(h, "example.org")
 		assert.False(t, ok, h)
 	}
-}
-
-// TestOnHostEnvFiles: every on-host env file name is derived here, per stack
-// kind (prod, slot 1, slot N, chain stack). Each stack has its own host, so
-// the paths are the ones setup-broker-host.sh writes (spec §5), on every stack.
-func TestOnHostEnvFiles(t *testing.T) {
-	workers := map[string]string{
-		"audit": "/etc/agentkeys/worker-audit.env", "email": "/etc/agentkeys/worker-email.env",
-		"cred": "/etc/agentkeys/worker-creds.env", "memory": "/etc/agentkeys/worker-memory.env",
-		"config": "/etc/agentkeys/worker-config.env", "classify": "/etc/agentkeys/worker-classify.env",
-	}
-	for _, tc := range []struct {
-		stack                      string
-		kind                       Kind
-		broker, signer, mockServer string
-	}{
-		{"prod", KindProd, "/etc/agentkeys/broker.env", "/etc/agentkeys/signer.env", "/etc/agentkeys/mock-server.env"},
-		{"test", KindTest, "/etc/agentkeys/broker.env", "/etc/agentkeys/signer.env", "/etc/agentkeys/mock-server.env"},
-		{"test-2", KindTest, "/etc/agentkeys/broker.env", "/etc/agentkeys/signer.env", "/etc/agentkeys/mock-server.env"},
-		{"test-17", KindTest, "/etc/agentkeys/broker.env", "/etc/agentkeys/signer.env", "/etc/agentkeys/mock-server.env"},
-		{"base", KindProd, "/etc/agentkeys/broker.env", "/etc/agentkeys/signer.env", "/etc/agentkeys/mock-server.env"},
-	} {
-		t.Run(tc.stack, func(t *testing.T) {
-			s, err := ParseStack(tc.stack)
-			require.NoError(t, err)
-			require.Equal(t, tc.kind, s.Kind)
-			n := Derive(s, fork)
-			assert.Equal(t, tc.broker, n.BrokerEnvFile)
-			assert.Equal(t, tc.signer, n.SignerEnvFile)
-			assert.Equal(t, tc.mockServer, n.MockServerEnvFile)
-			assert.Equal(t, workers, n.WorkerEnvFiles)
-			// No two services of the host share an env file.
-			seen := map[string]bool{n.BrokerEnvFile: true}
-			for _, f := range append([]string{n.SignerEnvFile, n.MockServerEnvFile}, mapValues(n.WorkerEnvFiles)...) {
-				assert.False(t, seen[f], "%s is used twice", f)
-				seen[f] = true
-			}
-		})
-	}
-}
-
-func mapValues(m map[string]string) []string {
-	var out []string
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
 }

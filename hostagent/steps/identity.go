@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/agentkeys/agentkeys-infra/contract"
 	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
 	"github.com/agentkeys/agentkeys-infra/hostagent/fsx"
 	"github.com/agentkeys/agentkeys-infra/naming"
@@ -54,7 +55,7 @@ func StackOfIssuer(issuer, zone string) string {
 // DeployedIssuer returns the issuer the deployed broker unit serves ("" on a
 // fresh host) and the file it came from.
 func DeployedIssuer(root string) (issuer, source string, err error) {
-	return DeployedBrokerVar(root, "BROKER_OIDC_ISSUER")
+	return DeployedBrokerVar(root, contract.VarIssuer)
 }
 
 // DeployedBrokerVar returns a variable of the deployed broker unit's

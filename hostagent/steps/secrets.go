@@ -289,7 +289,7 @@ func ensureKeypair(env *agent.Env, res *agent.Result, rec secretsRecord, k spec.
 	// A broker the old scripts ran keeps its keys: the running unit's
 	// configured path, then the old HOME default.
 	var candidates []string
-	envVar := map[string]string{"oidc": "BROKER_OIDC_KEYPAIR_PATH", "session": "BROKER_SESSION_KEYPAIR_PATH"}[k.Purpose]
+	envVar := map[string]string{"oidc": contract.VarOIDCKeypairPath, "session": contract.VarSessionKeypairPath}[k.Purpose]
 	if p, _, err := DeployedBrokerVar(env.Root, envVar); err != nil {
 		return err
 	} else if p != "" {

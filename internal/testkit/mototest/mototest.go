@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -55,13 +56,28 @@ func FreePort(t testing.TB) int {
 // returns the endpoint URL. The server is killed on cleanup.
 func Start(t testing.TB) string {
 	t.Helper()
-	return start(t, true)
+	return StartWith(t, Options{ManagedPolicies: true})
 }
 
 // StartPlain is Start without the managed policies, which start much faster.
 func StartPlain(t testing.TB) string {
 	t.Helper()
-	return start(t, false)
+	return StartWith(t, Options{})
+}
+
+// Options configure StartWith.
+type Options struct {
+	// ManagedPolicies loads the AWS-managed IAM policies (slower start).
+	ManagedPolicies bool
+	// Python runs inside moto's process before the server starts: a place
+	// for fills of operations moto lacks (see test/providers/aws MotoFills).
+	Python string
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, o Options) string {
+	t.Helper()
+	return start(t, o)
 }
 
 // serve binds port 0 inside moto's own process and prints the port it got,
@@ -69,6 +85,7 @@ func StartPlain(t testing.TB) string {
 // It exits when the test closes its stdin.
 const serve = `import sys
 from moto.server import ThreadedMotoServer
+%s
 s = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
 s.start()
 print(s.get_host_and_port()[1], flush=True)
@@ -88,7 +105,7 @@ func python(t testing.TB, motoServer string) string {
 	return Require(t, "python3", "bash .ci/install.d/policy.sh")
 }
 
-func start(t testing.TB, managed bool) string {
+func start(t testing.TB, o Options) string {
 	t.Helper()
 	bin := Require(t, "moto_server", "bash .ci/install.d/policy.sh")
 	logPath := filepath.Join(t.TempDir(), "moto.log")
@@ -96,9 +113,9 @@ func start(t testing.TB, managed bool) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(python(t, bin), "-c", serve)
+	cmd := exec.Command(python(t, bin), "-c", fmt.Sprintf(serve, o.Python))
 	cmd.Stderr = logf
-	cmd.Env = append(os.Environ(), "MOTO_IAM_LOAD_MANAGED_POLICIES="+strconv.FormatBool(managed))
+	cmd.Env = append(os.Environ(), "MOTO_IAM_LOAD_MANAGED_POLICIES="+strconv.FormatBool(o.ManagedPolicies))
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
