@@ -127,7 +127,9 @@ func TestFleetTable(t *testing.T) {
 	t.Setenv("PATH", "/usr/bin:/bin") // no pulumi CLI: last deploy "-"
 	t.Setenv("AGENTKEYS_PULUMI", "")
 	d := deps{}
+	start := time.Now()
 	code, out, errs := runCLI(t, d, w.args("--watch", "1ms", "--count", "2")...)
+	t.Logf("fleet, 4 stacks (2 live hosts, 1 dead), two tables: %s", time.Since(start))
 	if code != 0 {
 		t.Fatalf("exit %d: %s %s", code, out, errs)
 	}
@@ -206,5 +208,4 @@ func TestFleetUsesEachStacksRegion(t *testing.T) {
 	if code != 0 || !strings.Contains(out, aws.ToString(eu.PublicIp)) || !strings.Contains(out, "not associated with any instance") {
 		t.Fatalf("test-3 in eu-west-1: exit %d\n%s%s", code, out, errs)
 	}
-	_ = time.Second
 }

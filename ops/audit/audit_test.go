@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -241,7 +242,9 @@ func TestCleanAccountHasNoFindings(t *testing.T) {
 		// server's environment (AWS_PROFILE="").
 		t.Run(map[bool]string{false: "static", true: "federated"}[fed], func(t *testing.T) {
 			c, in := setup(t, n, seed{federated: fed})
+			start := time.Now()
 			r := Run(context.Background(), in, c)
+			t.Logf("audit of a deployed stack on moto_server: %s", time.Since(start))
 			if r.Federated != fed || r.RuntimeRole != n.HostRole {
 				t.Errorf("federated=%v runtime role %q", r.Federated, r.RuntimeRole)
 			}
