@@ -179,9 +179,15 @@ func NewNetwork(ctx *pulumi.Context, name string, args *NetworkArgs, opts ...pul
 	// Tags are managed by ec2.Tag, not on the Eip: an imported EIP's live tags
 	// would otherwise differ from the inputs and fail the import.
 	eopts := []pulumi.ResourceOption{p, pulumi.IgnoreChanges([]string{"tags"})}
+	// An adopted EIP existed before the stack: a destroy leaves it, its
+	// tags and its association to the operator (§11: "EC2 + EIP: manual"),
+	// so DNS elsewhere and the next `pulumi up` (rung A or B) still find it.
+	var keep []pulumi.ResourceOption
 	if args.EIP.Adopt() {
 		eopts = append(eopts, pulumi.Import(pulumi.ID(args.EIP.AllocationID)))
+		keep = append(keep, pulumi.RetainOnDelete(true))
 	}
+	eopts = append(eopts, keep...)
 	if args.ProdPosture {
 		eopts = append(eopts, pulumi.Protect(true))
 	}
@@ -199,14 +205,14 @@ func NewNetwork(ctx *pulumi.Context, name string, args *NetworkArgs, opts ...pul
 	for _, t := range []struct{ key, value string }{{"Name", n.EIPTag}, {"agentkeys:stack", n.Stack.Name}} {
 		if _, err := ec2.NewTag(ctx, name+"-eip-tag-"+strings.ReplaceAll(strings.ToLower(t.key), ":", "-"), &ec2.TagArgs{
 			ResourceId: eip.AllocationId, Key: pulumi.String(t.key), Value: pulumi.String(t.value),
-		}, p); err != nil {
+		}, append([]pulumi.ResourceOption{p}, keep...)...); err != nil {
 			return nil, err
 		}
 	}
 	if c.Association, err = ec2.NewEipAssociation(ctx, name+"-eip-assoc", &ec2.EipAssociationArgs{
 		AllocationId: eip.AllocationId,
 		InstanceId:   pulumi.String(args.InstanceID),
-	}, p); err != nil {
+	}, append([]pulumi.ResourceOption{p}, keep...)...); err != nil {
 		return nil, err
 	}
 	labels := RecordLabels()

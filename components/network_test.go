@@ -176,6 +176,15 @@ func TestNetworkAdoptLadder(t *testing.T) {
 			assert.Equal(t, tc.stack, stackTag.Str("value"))
 
 			assoc := mustFind(t, rec, "aws:ec2/eipAssociation:EipAssociation", "net-eip-assoc")
+			// A destroy releases only what the stack allocated; an adopted
+			// EIP, its tags and its association stay with the operator (§11).
+			adopted := tc.wantImport != ""
+			for _, r := range []componenttest.Resource{e, nameTag, stackTag, assoc} {
+				assert.Equal(t, adopted, r.RetainOnDelete, "%s retainOnDelete", r.Name)
+			}
+			for _, r := range rec.ByType("aws:route53/record:Record") {
+				assert.False(t, r.RetainOnDelete, "%s: the stack's records go with it", r.Name)
+			}
 			assert.Equal(t, testInst, assoc.Str("instanceId"))
 			assert.Equal(t, e.ID, assoc.Str("allocationId"))
 			assert.True(t, assoc.DependsOn(e.URN))

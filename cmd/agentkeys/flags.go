@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"crypto/x509"
+	"fmt"
 	"os"
 	"strings"
 
@@ -47,4 +49,29 @@ func loadCA(file string) (*x509.CertPool, error) {
 		return nil, fail(exitUsage, "--ca %s: no PEM certificate in the file", file)
 	}
 	return pool, nil
+}
+
+// outputs reads a stack's outputs without selecting it; nil when the pulumi
+// CLI or the stack's state is not available (callers fall back to config).
+func (a *app) outputs(ctx context.Context, stack string) stackcfg.Outputs {
+	p := a.deps.pulumi
+	if p == nil {
+		var err error
+		if p, err = stackcfg.FindPulumi(a.projectDir); err != nil {
+			return nil
+		}
+	}
+	o, err := p.Outputs(ctx, stack)
+	if err != nil {
+		fmt.Fprintf(a.errOut, "agentkeys: stack outputs of %s unavailable (%v); using config and AWS\n", stack, firstLine(err.Error()))
+		return nil
+	}
+	return o
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
 }

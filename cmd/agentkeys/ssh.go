@@ -26,8 +26,10 @@ func (a *app) sshCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "ssh <stack>|--stack X [-- command...]",
 		Short: "Open a shell on the stack's broker via EC2 Instance Connect (or --fallback: .pem key as ubuntu)",
-		Long: "Pushes a one-time ed25519 key with the stack's SSH-user credentials (AWS profile agentkeys-broker<sfx>)\n" +
-			"and runs ssh agentkey@<EIP>. --fallback skips the push and uses --key as ubuntu.",
+		Long: "Needs only the stack's SSH-user profile (agentkeys-broker<sfx>): the instance is agentkeys:instanceId, the\n" +
+			"address the stack output eip, else agentkeys:eipAddress, else the instance's public address (DescribeInstances\n" +
+			"with that profile). Pushes a one-time ed25519 key (SendSSHPublicKey) and runs ssh agentkey@<EIP>.\n" +
+			"--fallback skips the push and uses --key as ubuntu.",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			stack, remote := stackFlag, args
 			if stack == "" && len(args) > 0 {
@@ -46,34 +48,42 @@ func (a *app) sshCmd() *cobra.Command {
 				}
 			}
 			ctx := cmd.Context()
-			// The lookup uses the operator's default credentials; the SSH user may only push keys.
-			look, err := awsx.Load(ctx, t.Names.Region, "")
-			if err != nil {
-				return fail(exitFail, "%v", err)
+			// Every AWS call uses the stack's SSH-user profile only, as
+			// ssh-broker.sh does: the address comes from the stack output
+			// eip or the config, else from DescribeInstances with that
+			// profile; the push is SendSSHPublicKey with it.
+			if profile == "" {
+				profile = sshx.DefaultProfile(t.Names)
 			}
-			b, err := sshx.FindBroker(ctx, ec2.NewFromConfig(look), t.Names, t.InstanceID, t.EIP)
-			if err != nil && !(host != "" && b.InstanceID != "") {
-				return fail(exitFail, "%v", err)
+			var ec sshx.InstanceAPI
+			cfg, cfgErr := awsx.Load(ctx, t.Names.Region, profile)
+			if cfgErr == nil {
+				ec = ec2.NewFromConfig(cfg)
 			}
+			b := sshx.Broker{InstanceID: t.InstanceID, PublicIP: host, Source: "--host"}
 			if host == "" {
-				host = b.PublicIP
+				if b, err = sshx.Locate(ctx, ec, t.Names, t.InstanceID, a.outputs(ctx, t.Names.Stack.Name).String("eip"), t.EIP); err != nil {
+					if cfgErr != nil {
+						return fail(exitFail, "%v; and %v", err, cfgErr)
+					}
+					return fail(exitFail, "%v", err)
+				}
 			}
 			if fallback {
 				if user == "" {
 					user = sshx.FallbackUser
 				}
-				fmt.Fprintf(a.errOut, "agentkeys: %s: fallback ssh %s@%s with %s\n", stack, user, host, keyFile)
-				return a.execSSH(cmd, sshx.Args(keyFile, user, host, port, opts, remote))
+				fmt.Fprintf(a.errOut, "agentkeys: %s: fallback ssh %s@%s (%s) with %s\n", stack, user, b.PublicIP, b.Source, keyFile)
+				return a.execSSH(cmd, sshx.Args(keyFile, user, b.PublicIP, port, opts, remote))
 			}
 			if user == "" {
 				user = sshx.InstanceConnectUser
 			}
-			if profile == "" {
-				profile = sshx.DefaultProfile(t.Names)
+			if b.InstanceID == "" {
+				return fail(exitUsage, "stack %s has no agentkeys:instanceId to push the key to", stack)
 			}
-			cfg, err := awsx.Load(ctx, t.Names.Region, profile)
-			if err != nil {
-				return fail(exitFail, "%v", err)
+			if cfgErr != nil {
+				return fail(exitFail, "%v", cfgErr)
 			}
 			dir, err := os.MkdirTemp("", "agentkeys-ssh-")
 			if err != nil {
@@ -91,15 +101,15 @@ func (a *app) sshCmd() *cobra.Command {
 			if err := sshx.Push(ctx, ec2instanceconnect.NewFromConfig(cfg), b.InstanceID, user, pub); err != nil {
 				return fail(exitFail, "%v", err)
 			}
-			fmt.Fprintf(a.errOut, "agentkeys: %s: key pushed to %s (valid 60s); ssh %s@%s\n", stack, b.InstanceID, user, host)
-			return a.execSSH(cmd, sshx.Args(key, user, host, port, opts, remote))
+			fmt.Fprintf(a.errOut, "agentkeys: %s: key pushed to %s with profile %s (valid 60s); ssh %s@%s (%s)\n", stack, b.InstanceID, profile, user, b.PublicIP, b.Source)
+			return a.execSSH(cmd, sshx.Args(key, user, b.PublicIP, port, opts, remote))
 		},
 	}
 	f := c.Flags()
 	f.StringVar(&stackFlag, "stack", "", "stack name (or give it as the first argument)")
 	f.BoolVar(&fallback, "fallback", false, "skip Instance Connect: use --key as ubuntu")
 	f.StringVar(&keyFile, "key", "", "private key file (--fallback: the .pem; otherwise push this key's public half instead of a one-time key)")
-	f.StringVar(&profile, "profile", "", "AWS profile for the push (default agentkeys-broker<sfx>)")
+	f.StringVar(&profile, "profile", "", "AWS profile for every AWS call (default agentkeys-broker<sfx>, the stack's SSH user)")
 	f.StringVar(&user, "user", "", "login user (default agentkey, or ubuntu with --fallback)")
 	f.StringVar(&host, "host", "", "connect to this address instead of the stack's EIP")
 	f.IntVar(&port, "port", 22, "ssh port")

@@ -11,8 +11,11 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 
+	"github.com/agentkeys/agentkeys-infra/internal/testkit/agentkeysws"
 	"github.com/agentkeys/agentkeys-infra/internal/testkit/mototest"
 	"github.com/agentkeys/agentkeys-infra/naming"
 	"github.com/agentkeys/agentkeys-infra/ops/stackcfg"
@@ -58,56 +61,87 @@ func runCLI(t *testing.T, d deps, args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
+func TestMain(m *testing.M) {
+	code := m.Run()
+	agentkeysws.Cleanup()
+	os.Exit(code)
+}
+
 func TestVerifyCommandHealthyAndBroken(t *testing.T) {
 	dir := project(t, "test-2")
 	n := names(t, dir, "test-2")
-	st := stacktest.Start(t, n, stacktest.Faults{})
+	st := stacktest.Start(t, n, stacktest.Options{})
 	mototest.Start(t)
-	_, err := iam.NewFromConfig(mototest.Config(t)).CreateOpenIDConnectProvider(context.Background(), &iam.CreateOpenIDConnectProviderInput{
+	cfg := mototest.Config(t)
+	_, err := iam.NewFromConfig(cfg).CreateOpenIDConnectProvider(context.Background(), &iam.CreateOpenIDConnectProviderInput{
 		Url: aws.String(n.Issuer), ClientIDList: []string{naming.OIDCAudience}, ThumbprintList: []string{strings.Repeat("0", 40)},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	doh := stacktest.DoH(t, stacktest.Records(n, "127.0.0.1"))
+	// No pulumi CLI here: the EIP comes from the address tagged for the stack.
+	alloc, err := ec2.NewFromConfig(cfg).AllocateAddress(context.Background(), &ec2.AllocateAddressInput{TagSpecifications: []ec2types.TagSpecification{{
+		ResourceType: ec2types.ResourceTypeElasticIp, Tags: []ec2types.Tag{{Key: aws.String("Name"), Value: aws.String(n.EIPTag)}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := aws.ToString(alloc.PublicIp)
+	doh := stacktest.DoH(t, stacktest.Records(n, ip))
 	args := []string{"verify", "--project-dir", dir, "--stack", "test-2", "--doh-url", doh, "--connect", "*=" + st.Addr, "--ca", st.CAFile}
+	d := deps{pulumi: &stackcfg.Pulumi{Bin: "/nonexistent/pulumi", Dir: dir}}
 
 	start := time.Now()
-	code, out, errs := runCLI(t, deps{}, args...)
+	code, out, errs := runCLI(t, d, args...)
 	t.Logf("verify on a healthy local stack took %s", time.Since(start))
 	if code != 0 {
 		t.Fatalf("healthy stack: exit %d\n%s\n%s", code, out, errs)
 	}
-	if !strings.Contains(out, "28/28 checks passed") || strings.Contains(out, "FAIL") {
+	if !strings.Contains(out, "35/35 checks passed, 0 warnings") || strings.Contains(out, "FAIL") || !strings.Contains(out, ip+" (EC2 tag Name="+n.EIPTag+")") {
 		t.Fatalf("table:\n%s", out)
 	}
+	if !strings.Contains(errs, "stack outputs of test-2 unavailable") {
+		t.Errorf("stderr does not say why outputs were not used: %q", errs)
+	}
 
-	st.SetFaults(stacktest.Faults{Unhealthy: map[string]int{n.WorkerHosts["memory"]: 503}})
-	code, out, errs = runCLI(t, deps{}, append(args, "--json")...)
+	// A degraded tier warns (exit 0); a stopped worker fails with its unit named.
+	st.DropSESCache()
+	st.Stop("memory")
+	code, out, errs = runCLI(t, d, append(args, "--json")...)
 	if code != exitFail {
 		t.Fatalf("broken stack: exit %d, want 1\n%s", code, out)
 	}
 	var rep struct {
 		OK     bool
 		Checks []struct {
-			Check, Target string
-			OK            bool
+			Check, Target, Status, Fix string
 		}
 	}
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("--json output: %v\n%s", err, out)
 	}
-	var failed []string
+	var bad []string
 	for _, c := range rep.Checks {
-		if !c.OK {
-			failed = append(failed, c.Check+" "+c.Target)
+		if c.Status != "ok" {
+			bad = append(bad, c.Status+" "+c.Check+" "+c.Target)
 		}
 	}
-	if rep.OK || len(failed) != 1 || failed[0] != "healthz https://"+n.WorkerHosts["memory"]+"/healthz" {
-		t.Fatalf("failed rows %v", failed)
+	want := []string{"fail health https://" + n.WorkerHosts["memory"] + "/healthz", "warn ready auth/email_link"}
+	if rep.OK || strings.Join(bad, "|") != strings.Join(want, "|") {
+		t.Fatalf("rows not ok: %v, want %v", bad, want)
 	}
-	if !strings.Contains(errs, "1 of 28 checks failed") {
+	if !strings.Contains(errs, "1 of 35 checks failed") {
 		t.Fatalf("stderr %q", errs)
+	}
+	// The table lists the fix of each row that is not ok.
+	_, out, _ = runCLI(t, d, args...)
+	if !strings.Contains(out, "fixes:") || !strings.Contains(out, "systemctl status agentkeys-worker-memory.service") || !strings.Contains(out, "WARN ready auth/email_link") {
+		t.Fatalf("table without fixes:\n%s", out)
+	}
+	// --eip overrides, and an A record that differs from it fails.
+	code, out, _ = runCLI(t, d, append(args, "--eip", "198.51.100.1")...)
+	if code != exitFail || !strings.Contains(out, "want the stack's EIP = 198.51.100.1") {
+		t.Fatalf("--eip: %d\n%s", code, out)
 	}
 }
 
@@ -123,6 +157,7 @@ func TestVerifyBadInput(t *testing.T) {
 		{[]string{"verify", "--stack", "test-2", "--resolver", "tcp://1.1.1.1"}, "--resolver"},
 		{[]string{"verify", "--stack", "test-2", "--connect", "nohost"}, "want host=ip:port"},
 		{[]string{"verify", "--stack", "test-2", "--ca", "/nonexistent/ca.pem"}, "--ca"},
+		{[]string{"verify", "--stack", "test-2", "--eip", "broker"}, "--eip"},
 	} {
 		code, _, errs := runCLI(t, deps{}, append(tc.args, "--project-dir", dir)...)
 		if code != exitUsage || !strings.Contains(errs, tc.want) {

@@ -204,3 +204,145 @@ func wildcardActions(ss []stmt) []string {
 	}
 	return out
 }
+
+// allows reports whether the statements allow action on resource: an Allow
+// matches and no Deny does. Conditions are not evaluated (the grants
+// checked here carry none).
+func allows(ss []stmt, action, resource string) bool {
+	match := func(s stmt) bool {
+		if s.NotAction {
+			if covers(s.Actions, []string{action}, true) {
+				return false
+			}
+		} else if !covers(s.Actions, []string{action}, true) {
+			return false
+		}
+		return covers(s.Resources, []string{resource}, false)
+	}
+	ok := false
+	for _, s := range ss {
+		if !match(s) {
+			continue
+		}
+		if s.Effect == "Deny" {
+			return false
+		}
+		ok = ok || s.Effect == "Allow"
+	}
+	return ok
+}
+
+// canonStmt renders a statement with every list sorted and single values
+// as one-element lists, so equal policies compare equal however they were
+// spelled (AWS may reorder or unwrap).
+func canonStmt(m map[string]any) (string, string) {
+	var norm func(v any) any
+	norm = func(v any) any {
+		switch t := v.(type) {
+		case string:
+			return []string{t}
+		case bool:
+			return []string{fmt.Sprint(t)}
+		case []any:
+			var out []string
+			for _, e := range t {
+				out = append(out, strs(e)...)
+			}
+			sort.Strings(out)
+			return out
+		case map[string]any:
+			o := map[string]any{}
+			for k, e := range t {
+				o[k] = norm(e)
+			}
+			return o
+		}
+		return v
+	}
+	c := map[string]any{}
+	sid, _ := m["Sid"].(string)
+	for k, v := range m {
+		if k != "Sid" {
+			c[k] = norm(v)
+		}
+	}
+	b, _ := json.Marshal(c) // map keys are sorted by encoding/json
+	return sid, string(b)
+}
+
+func statements(raw string) ([]map[string]any, error) {
+	if !strings.HasPrefix(strings.TrimSpace(raw), "{") {
+		if u, err := url.PathUnescape(raw); err == nil {
+			raw = u
+		}
+	}
+	var doc struct{ Statement json.RawMessage }
+	if err := json.Unmarshal([]byte(raw), &doc); err != nil {
+		return nil, err
+	}
+	var list []map[string]any
+	if err := json.Unmarshal(doc.Statement, &list); err != nil {
+		var one map[string]any
+		if err := json.Unmarshal(doc.Statement, &one); err != nil {
+			return nil, err
+		}
+		list = []map[string]any{one}
+	}
+	return list, nil
+}
+
+// diffPolicies lists how the live policy differs from the declared one,
+// statement by statement (matched by Sid, else by content).
+func diffPolicies(declared, live string) []string {
+	d, err := statements(declared)
+	if err != nil {
+		return []string{"declared policy does not parse: " + err.Error()}
+	}
+	l, err := statements(live)
+	if err != nil {
+		return []string{"live policy does not parse: " + err.Error()}
+	}
+	type entry struct{ sid, body string }
+	index := func(ss []map[string]any) []entry {
+		var out []entry
+		for _, s := range ss {
+			sid, body := canonStmt(s)
+			out = append(out, entry{sid, body})
+		}
+		return out
+	}
+	de, le := index(d), index(l)
+	used := make([]bool, len(le))
+	var out []string
+	for _, x := range de {
+		found := false
+		for i, y := range le {
+			if !used[i] && y.body == x.body {
+				used[i], found = true, true
+				break
+			}
+		}
+		if found {
+			continue
+		}
+		changed := -1
+		for i, y := range le {
+			if !used[i] && x.sid != "" && y.sid == x.sid {
+				changed = i
+				break
+			}
+		}
+		if changed >= 0 {
+			used[changed] = true
+			out = append(out, fmt.Sprintf("statement %q differs from the declared one: live %s, declared %s", x.sid, le[changed].body, x.body))
+		} else {
+			out = append(out, fmt.Sprintf("declared statement %q is missing: %s", x.sid, x.body))
+		}
+	}
+	for i, y := range le {
+		if !used[i] {
+			out = append(out, fmt.Sprintf("statement %q is not declared: %s", y.sid, y.body))
+		}
+	}
+	return out
+}

@@ -16,7 +16,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2instanceconnect"
 	"golang.org/x/crypto/ssh"
 
@@ -36,40 +35,52 @@ func DefaultProfile(n naming.Names) string { return n.SSHUser }
 type Broker struct {
 	InstanceID string
 	PublicIP   string
+	Source     string // where PublicIP was read
 }
 
-// FindBroker looks the broker up by its EIP tag, falling back to the
-// configured instance id and address when the tag finds nothing.
-func FindBroker(ctx context.Context, c *ec2.Client, n naming.Names, cfgInstance, cfgEIP string) (Broker, error) {
-	b := Broker{InstanceID: cfgInstance, PublicIP: cfgEIP}
-	out, err := c.DescribeAddresses(ctx, &ec2.DescribeAddressesInput{Filters: []ec2types.Filter{{Name: aws.String("tag:Name"), Values: []string{n.EIPTag}}}})
+// InstanceAPI is the one EC2 call Locate may make; `aws ec2-instance-connect
+// ssh` makes the same one, so the stack's SSH-user profile suffices.
+type InstanceAPI interface {
+	DescribeInstances(context.Context, *ec2.DescribeInstancesInput, ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
+}
+
+// Locate finds the broker with nothing but the stack's own facts: the
+// instance from agentkeys:instanceId, the address from the stack output
+// eip, else agentkeys:eipAddress, else the instance's public address
+// (DescribeInstances with ec, which may be nil).
+func Locate(ctx context.Context, ec InstanceAPI, n naming.Names, instanceID, outputEIP, configEIP string) (Broker, error) {
+	b := Broker{InstanceID: instanceID}
+	if instanceID == "" {
+		return b, fmt.Errorf("stack %s has no agentkeys:instanceId: pulumi config set agentkeys:instanceId i-… --stack %s", n.Stack.Name, n.Stack.Name)
+	}
+	switch {
+	case outputEIP != "":
+		b.PublicIP, b.Source = outputEIP, "stack output eip"
+		return b, nil
+	case configEIP != "":
+		b.PublicIP, b.Source = configEIP, "agentkeys:eipAddress"
+		return b, nil
+	case ec == nil:
+		return b, fmt.Errorf("no address for %s: no stack output eip, no agentkeys:eipAddress; pass --host", instanceID)
+	}
+	out, err := ec.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{instanceID}})
 	if err != nil {
-		if b.PublicIP != "" && b.InstanceID != "" {
-			return b, nil
-		}
-		return b, fmt.Errorf("looking up the EIP tagged %s: %v", n.EIPTag, err)
+		return b, fmt.Errorf("looking up %s's address: %v (no stack output eip and no agentkeys:eipAddress: set one, or pass --host)", instanceID, err)
 	}
-	switch len(out.Addresses) {
-	case 0:
-	case 1:
-		a := out.Addresses[0]
-		b.PublicIP = aws.ToString(a.PublicIp)
-		if id := aws.ToString(a.InstanceId); id != "" {
-			if b.InstanceID != "" && b.InstanceID != id {
-				return b, fmt.Errorf("EIP %s (tag %s) is attached to %s but agentkeys:instanceId is %s; fix the config or re-run pulumi up", b.PublicIP, n.EIPTag, id, b.InstanceID)
+	for _, r := range out.Reservations {
+		for _, in := range r.Instances {
+			if ip := aws.ToString(in.PublicIpAddress); ip != "" {
+				b.PublicIP, b.Source = ip, "DescribeInstances "+instanceID
+				return b, nil
 			}
-			b.InstanceID = id
+			state := ""
+			if in.State != nil {
+				state = string(in.State.Name)
+			}
+			return b, fmt.Errorf("instance %s (%s) has no public address: is it running with its EIP? `pulumi up --stack %s` associates it", instanceID, state, n.Stack.Name)
 		}
-	default:
-		return b, fmt.Errorf("%d EIPs carry the tag %s; exactly one must", len(out.Addresses), n.EIPTag)
 	}
-	if b.PublicIP == "" {
-		return b, fmt.Errorf("no EIP tagged %s and no agentkeys:eipAddress: is the stack deployed?", n.EIPTag)
-	}
-	if b.InstanceID == "" {
-		return b, fmt.Errorf("EIP %s is not attached and no agentkeys:instanceId is set", b.PublicIP)
-	}
-	return b, nil
+	return b, fmt.Errorf("instance %s not found in %s: check agentkeys:instanceId and aws:region", instanceID, n.Region)
 }
 
 // OneTimeKey writes a fresh ed25519 private key (0600) into dir and returns
@@ -102,7 +113,7 @@ func Push(ctx context.Context, c *ec2instanceconnect.Client, instanceID, osUser,
 		SSHPublicKey:   aws.String(authorized),
 	})
 	if err != nil {
-		return fmt.Errorf("EC2 Instance Connect push to %s as %s: %v (is the stack's SSH-user profile configured? try --fallback)", instanceID, osUser, err)
+		return fmt.Errorf("EC2 Instance Connect push to %s as %s: %v (does the stack's SSH-user profile exist in ~/.aws/credentials? `pulumi stack output --show-secrets credentials --stack <stack>` prints it; or try --fallback)", instanceID, osUser, err)
 	}
 	if !out.Success {
 		return fmt.Errorf("EC2 Instance Connect refused the key for %s", instanceID)
