@@ -259,7 +259,7 @@ func account(dir string) (*plan.Plan, error) {
 	answers["aws:kms/getAlias:getAlias"] = func(args resource.PropertyMap) (resource.PropertyMap, error) {
 		name := args["name"].StringValue()
 		return resource.NewPropertyMapFromMap(map[string]any{"name": name, "id": name,
-			"targetKeyArn": "arn:aws:kms:" + region + ":" + acct + ":key/offline-plan",
+			"targetKeyArn": "arn:aws:kms:" + region + ":" + acct + ":key/offline-plan-" + strings.TrimPrefix(name, "alias/"), // one key per alias
 			"arn":          "arn:aws:kms:" + region + ":" + acct + ":" + name}), nil
 	}
 	p, err := plan.Run(program.AccountStackName, program.Declare, plan.Options{
