@@ -148,7 +148,7 @@ func NewAccountStack(ctx *pulumi.Context, name string, args *AccountStackArgs, o
 	// cannot be cleared by an update: it is ignored, adopted or not.
 	providerOpts := with(shared, pulumi.IgnoreChanges([]string{"thumbprintLists"}))
 	if id := args.Adopt.GitHubProviderARN; id != "" {
-		providerOpts = append(providerOpts, pulumi.Import(pulumi.ID(id)), pulumi.IgnoreChanges([]string{"clientIdLists", "tags"}))
+		providerOpts = append(providerOpts, pulumi.Import(pulumi.ID(id)), pulumi.IgnoreChanges([]string{"tags"}))
 	}
 	provider, err := iam.NewOpenIdConnectProvider(ctx, name+"-github-oidc", &iam.OpenIdConnectProviderArgs{
 		Url:           pulumi.String(args.GitHubOIDCURL),

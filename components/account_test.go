@@ -117,7 +117,7 @@ func TestAccountStackAdoptsByImport(t *testing.T) {
 	}{
 		"account-rule-set":        {"agentkeys", nil},
 		"account-rule-set-active": {"agentkeys", nil},
-		"account-github-oidc":     {args.Adopt.GitHubProviderARN, []string{"thumbprintLists", "clientIdLists", "tags"}},
+		"account-github-oidc":     {args.Adopt.GitHubProviderARN, []string{"thumbprintLists", "tags"}},
 		"account-ci-role":         {"github-actions-agentkeys-deploy", []string{"assumeRolePolicy", "description", "maxSessionDuration", "tags"}},
 	}
 	imported := 0

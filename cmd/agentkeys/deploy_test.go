@@ -49,6 +49,7 @@ func (f *cliFake) Stacks(context.Context) ([]deploy.StackInfo, error) {
 	f.rec("list")
 	return f.stacks, nil
 }
+func (f *cliFake) Protected(context.Context, string) ([]string, error) { return nil, nil }
 func (f *cliFake) LastDeploy(context.Context, string) (deploy.LastDeploy, bool, error) {
 	return deploy.LastDeploy{}, false, nil
 }

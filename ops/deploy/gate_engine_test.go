@@ -50,6 +50,9 @@ func (e inlineEngine) LastDeploy(context.Context, string) (LastDeploy, bool, err
 	return LastDeploy{}, false, nil
 }
 func (e inlineEngine) Stacks(context.Context) ([]StackInfo, error) { return nil, nil }
+
+// Protected is the Engine method of the engine branch (destroy refusal).
+func (e inlineEngine) Protected(context.Context, string) ([]string, error) { return nil, nil }
 func (e inlineEngine) PreviewPlan(ctx context.Context, _, file string) (Result, error) {
 	return PreviewPlanOn(ctx, e.s, file, nil)
 }
