@@ -268,6 +268,6 @@ func account(dir string) (*plan.Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.Notes = append(p.Notes, "offline: the AWS credentials are assumed to belong to account "+acct+" and the KMS alias to exist (scripts/bootstrap-state.sh)")
+	p.Notes = append(p.Notes, "offline: the AWS credentials are assumed to belong to account "+acct+" and the KMS aliases to exist (scripts/bootstrap-state.sh)")
 	return p, nil
 }
