@@ -13,6 +13,9 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/auto/optup"
 )
 
+// The prod gate needs the real engine to save and run plans.
+var _ PlanEngine = AutoEngine{}
+
 // PreviewPlan runs pulumi preview --save-plan planFile.
 func (e AutoEngine) PreviewPlan(ctx context.Context, name, planFile string) (Result, error) {
 	s, err := e.stack(ctx, name)
