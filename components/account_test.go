@@ -1,6 +1,7 @@
 package components
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -12,8 +13,12 @@ import (
 func validAccountArgs() AccountStackArgs {
 	return AccountStackArgs{
 		RuleSetName: "agentkeys", GitHubOIDCURL: "https://token.actions.githubusercontent.com", ClientID: "sts.amazonaws.com",
-		CIRoleName: "github-actions-agentkeys-deploy", CITrustPolicy: `{"Version":"2012-10-17","Statement":[]}`,
-		CIPolicies:         []NamedPolicy{{Name: "p1", Policy: pulumi.String(`{}`)}, {Name: "p2", Policy: pulumi.String(`{}`)}},
+		CIRoles: []CIRoleArgs{
+			{Key: "ci-role", Name: "github-actions-agentkeys-deploy", Description: "test", TrustPolicy: `{"Version":"2012-10-17","Statement":[]}`,
+				Policies: []NamedPolicy{{Name: "p1", Policy: pulumi.String(`{}`)}, {Name: "p2", Policy: pulumi.String(`{}`)}}},
+			{Key: "ci-prod-role", Name: "github-actions-agentkeys-deploy-prod", Description: "prod", TrustPolicy: `{"Version":"2012-10-17","Statement":[]}`,
+				Policies: []NamedPolicy{{Name: "p3", Policy: pulumi.String(`{}`)}}},
+		},
 		MaxSessionDuration: 3600, TestBoundaryName: "agentkeys-test-boundary", TestBoundaryPolicy: `{}`,
 	}
 }
@@ -22,8 +27,11 @@ func validAccountArgs() AccountStackArgs {
 func TestAccountStackRejectsIncompleteArgs(t *testing.T) {
 	for name, edit := range map[string]func(a *AccountStackArgs){
 		"no rule set":     func(a *AccountStackArgs) { a.RuleSetName = "" },
-		"no trust":        func(a *AccountStackArgs) { a.CITrustPolicy = "" },
-		"no policies":     func(a *AccountStackArgs) { a.CIPolicies = nil },
+		"no roles":        func(a *AccountStackArgs) { a.CIRoles = nil },
+		"no trust":        func(a *AccountStackArgs) { a.CIRoles[1].TrustPolicy = "" },
+		"no policies":     func(a *AccountStackArgs) { a.CIRoles[0].Policies = nil },
+		"same role twice": func(a *AccountStackArgs) { a.CIRoles[1].Name = a.CIRoles[0].Name },
+		"non-ASCII":       func(a *AccountStackArgs) { a.CIRoles[0].Description = "deploy — test" },
 		"session too big": func(a *AccountStackArgs) { a.MaxSessionDuration = 86400 },
 		"no boundary":     func(a *AccountStackArgs) { a.TestBoundaryPolicy = "" },
 	} {
@@ -76,7 +84,57 @@ func TestAccountStackProtectsOnlySharedResources(t *testing.T) {
 			t.Errorf("%s not protected", k)
 		}
 	}
-	if attachments != 2 {
-		t.Errorf("%d attachments, want one per CI policy (2)", attachments)
+	if attachments != 3 {
+		t.Errorf("%d attachments, want one per CI policy (3)", attachments)
+	}
+	// Nothing is imported unless asked; the provider's thumbprints are never managed.
+	for _, r := range rec.Resources() {
+		if r.ImportID != "" {
+			t.Errorf("%s imported without adoption", r.Name)
+		}
+	}
+	if p, _ := rec.Find("aws:iam/openIdConnectProvider:OpenIdConnectProvider", "acct-github-oidc"); !slices.Equal(p.IgnoreChanges, []string{"thumbprintLists"}) {
+		t.Errorf("provider ignoreChanges %v", p.IgnoreChanges)
+	}
+}
+
+// Adoption imports exactly the named resources, by the ids pulumi-aws
+// imports them with, and keeps their live values for that run only.
+func TestAccountStackAdoptsByImport(t *testing.T) {
+	args := validAccountArgs()
+	args.CIRoles[0].Adopt = true
+	args.Adopt = AdoptArgs{GitHubProviderARN: "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com", RuleSet: true, ActiveRuleSet: true}
+	rec := componenttest.New("agentkeys", "account")
+	if err := rec.Run(func(ctx *pulumi.Context) error {
+		_, err := NewAccountStack(ctx, "account", &args)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]struct {
+		id     string
+		ignore []string
+	}{
+		"account-rule-set":        {"agentkeys", nil},
+		"account-rule-set-active": {"agentkeys", nil},
+		"account-github-oidc":     {args.Adopt.GitHubProviderARN, []string{"thumbprintLists", "tags"}},
+		"account-ci-role":         {"github-actions-agentkeys-deploy", []string{"assumeRolePolicy", "description", "maxSessionDuration", "tags"}},
+	}
+	imported := 0
+	for _, r := range rec.Resources() {
+		w, ok := want[r.Name]
+		if !ok {
+			if r.ImportID != "" {
+				t.Errorf("%s imported, not asked for", r.Name)
+			}
+			continue
+		}
+		imported++
+		if r.ImportID != w.id || !slices.Equal(r.IgnoreChanges, w.ignore) {
+			t.Errorf("%s: import %q ignore %v, want %q %v", r.Name, r.ImportID, r.IgnoreChanges, w.id, w.ignore)
+		}
+	}
+	if imported != len(want) {
+		t.Errorf("%d adopted resources declared, want %d:\n%s", imported, len(want), rec.Summary())
 	}
 }

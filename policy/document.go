@@ -21,12 +21,14 @@ type Document struct {
 // Statement is one policy statement. Principal, Action and Resource hold a
 // string, a []string or (Principal only) a map such as {"AWS": arn}.
 type Statement struct {
-	Sid       string                    `json:"Sid,omitempty"`
-	Effect    string                    `json:"Effect,omitempty"`
-	Principal any                       `json:"Principal,omitempty"`
-	Action    any                       `json:"Action,omitempty"`
-	Resource  any                       `json:"Resource,omitempty"`
-	Condition map[string]map[string]any `json:"Condition,omitempty"`
+	Sid       string `json:"Sid,omitempty"`
+	Effect    string `json:"Effect,omitempty"`
+	Principal any    `json:"Principal,omitempty"`
+	Action    any    `json:"Action,omitempty"`
+	Resource  any    `json:"Resource,omitempty"`
+	// NotResource: every resource but these (deny-all-but statements).
+	NotResource any                       `json:"NotResource,omitempty"`
+	Condition   map[string]map[string]any `json:"Condition,omitempty"`
 }
 
 // JSON renders the document compactly. Struct fields keep their order and

@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,24 +15,34 @@ import (
 // defaultMaxTestSlot bounds the CI policy's coverage check (slots 1..N).
 const defaultMaxTestSlot = 20
 
+// DefaultProdEnvironment is the GitHub environment the prod CI role trusts.
+const DefaultProdEnvironment = "agentkeys-prod"
+
+// Adoptable are the shared resources an account may already have (the
+// runbook's scripts created them); agentkeys:adopt imports them.
+var Adoptable = []string{"githubOidcProvider", "ciTestRole", "ruleSet", "activeRuleSet"}
+
 // Account is the account stack's validated configuration.
 type Account struct {
-	Fork           naming.Fork // AccountID, Zone, Region
-	GitHubRepo     string
-	CIBranches     []string
-	CIEnvironments []string
-	MaxTestSlot    int
+	Fork        naming.Fork // AccountID, Zone, Region
+	GitHubRepo  string
+	Trust       policy.CITrust // who may assume the test and the prod CI role
+	MaxTestSlot int
+	Adopt       map[string]bool // Adoptable entries to import this run
 }
 
 // accountKeys are the keys the account stack reads, with a valid example each.
 var accountKeys = map[string]string{
-	"agentkeys:accountId":      `"123456789012"`,
-	"agentkeys:zone":           "example.org",
-	"agentkeys:githubRepo":     "litentry/agentKeys",
-	"agentkeys:ciBranches":     "[main]",
-	"agentkeys:ciEnvironments": "[ci-deploy]",
-	"agentkeys:maxTestSlot":    "20",
-	"aws:region":               "us-east-1",
+	"agentkeys:accountId":         `"123456789012"`,
+	"agentkeys:zone":              "example.org",
+	"agentkeys:githubRepo":        "litentry/agentKeys",
+	"agentkeys:ciPullRequests":    "true",
+	"agentkeys:ciBranches":        "[main]",
+	"agentkeys:ciEnvironments":    "[agentkeys-test]",
+	"agentkeys:ciProdEnvironment": DefaultProdEnvironment,
+	"agentkeys:maxTestSlot":       "20",
+	"agentkeys:adopt":             "[githubOidcProvider, ciTestRole, ruleSet, activeRuleSet]",
+	"aws:region":                  "us-east-1",
 }
 
 func accountKeyErr(key, format string, a ...any) error {
@@ -83,14 +94,36 @@ func ParseAccount(raw map[string]string) (*Account, error) {
 	}
 	c.GitHubRepo = raw["agentkeys:githubRepo"]
 	if c.GitHubRepo == "" {
-		return nil, accountKeyErr("agentkeys:githubRepo", "is required: the owner/name whose workflows may assume %s", naming.CIDeployRole)
+		return nil, accountKeyErr("agentkeys:githubRepo", "is required: the owner/name whose workflows may assume %s and %s", policy.CITestRole, policy.CIProdRole)
+	}
+	c.Trust = policy.CITrust{Repo: c.GitHubRepo, PullRequests: true, ProdEnvironment: DefaultProdEnvironment}
+	if v, ok := raw["agentkeys:ciPullRequests"]; ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, accountKeyErr("agentkeys:ciPullRequests", "%q is not true or false", v)
+		}
+		c.Trust.PullRequests = b
 	}
 	var err error
-	if c.CIBranches, err = accountList(raw, "agentkeys:ciBranches"); err != nil {
+	if c.Trust.Branches, err = accountList(raw, "agentkeys:ciBranches"); err != nil {
 		return nil, err
 	}
-	if c.CIEnvironments, err = accountList(raw, "agentkeys:ciEnvironments"); err != nil {
+	if c.Trust.Environments, err = accountList(raw, "agentkeys:ciEnvironments"); err != nil {
 		return nil, err
+	}
+	if v, ok := raw["agentkeys:ciProdEnvironment"]; ok {
+		c.Trust.ProdEnvironment = v
+	}
+	adopt, err := accountList(raw, "agentkeys:adopt")
+	if err != nil {
+		return nil, err
+	}
+	c.Adopt = map[string]bool{}
+	for _, a := range adopt {
+		if !slices.Contains(Adoptable, a) {
+			return nil, accountKeyErr("agentkeys:adopt", "%q is not one of %s", a, strings.Join(Adoptable, ", "))
+		}
+		c.Adopt[a] = true
 	}
 	if v, ok := raw["agentkeys:maxTestSlot"]; ok {
 		n, err := strconv.Atoi(v)
@@ -99,8 +132,8 @@ func ParseAccount(raw map[string]string) (*Account, error) {
 		}
 		c.MaxTestSlot = n
 	}
-	// The trust policy's own checks name the key of a bad repo, branch or environment.
-	if _, err := policy.CITrust(c.Fork.AccountID, c.GitHubRepo, c.CIBranches, c.CIEnvironments); err != nil {
+	// The trust's own checks name the key of a bad repo, branch or environment.
+	if err := c.Trust.Validate(); err != nil {
 		return nil, fmt.Errorf("stack %s: %v", naming.AccountStack, err)
 	}
 	return c, nil

@@ -11,12 +11,11 @@ import (
 
 func accountRaw() map[string]string {
 	return map[string]string{
-		"agentkeys:accountId":      "123456789012",
-		"agentkeys:zone":           "example.org",
-		"agentkeys:githubRepo":     "litentry/agentKeys",
-		"agentkeys:ciBranches":     `["main"]`,
-		"agentkeys:ciEnvironments": `["ci-deploy"]`,
-		"aws:region":               "us-east-1",
+		"agentkeys:accountId":  "123456789012",
+		"agentkeys:zone":       "example.org",
+		"agentkeys:githubRepo": "litentry/agentKeys",
+		"agentkeys:ciBranches": `["main"]`,
+		"aws:region":           "us-east-1",
 	}
 }
 
@@ -32,10 +31,17 @@ func TestAccountConfigErrorsNameKeyAndExample(t *testing.T) {
 		"repo url":          {func(m map[string]string) { m["agentkeys:githubRepo"] = "https://github.com/a/b" }, "agentkeys:githubRepo"},
 		"branches not list": {func(m map[string]string) { m["agentkeys:ciBranches"] = "main" }, "agentkeys:ciBranches"},
 		"wildcard branch":   {func(m map[string]string) { m["agentkeys:ciBranches"] = `["*"]` }, "agentkeys:ciBranches"},
-		"no branch nor env": {func(m map[string]string) { delete(m, "agentkeys:ciBranches"); delete(m, "agentkeys:ciEnvironments") }, "agentkeys:ciBranches"},
-		"max slot":          {func(m map[string]string) { m["agentkeys:maxTestSlot"] = "0" }, "agentkeys:maxTestSlot"},
-		"broker key":        {func(m map[string]string) { m["agentkeys:instanceId"] = "i-0123456789abcdef0" }, "agentkeys:instanceId"},
-		"near-miss ns":      {func(m map[string]string) { m["agentkey:githubRepo"] = "litentry/agentKeys" }, "agentkey:githubRepo (did you mean agentkeys:githubRepo?)"},
+		"trusts no job": {func(m map[string]string) {
+			delete(m, "agentkeys:ciBranches")
+			m["agentkeys:ciPullRequests"] = "false"
+		}, "agentkeys:ciBranches"},
+		"pull requests not bool": {func(m map[string]string) { m["agentkeys:ciPullRequests"] = "yes please" }, "agentkeys:ciPullRequests"},
+		"prod env as test env":   {func(m map[string]string) { m["agentkeys:ciEnvironments"] = `["agentkeys-prod"]` }, "agentkeys:ciEnvironments"},
+		"prod env empty":         {func(m map[string]string) { m["agentkeys:ciProdEnvironment"] = "" }, "agentkeys:ciProdEnvironment"},
+		"adopt unknown":          {func(m map[string]string) { m["agentkeys:adopt"] = `["ciProdRole"]` }, "agentkeys:adopt"},
+		"max slot":               {func(m map[string]string) { m["agentkeys:maxTestSlot"] = "0" }, "agentkeys:maxTestSlot"},
+		"broker key":             {func(m map[string]string) { m["agentkeys:instanceId"] = "i-0123456789abcdef0" }, "agentkeys:instanceId"},
+		"near-miss ns":           {func(m map[string]string) { m["agentkey:githubRepo"] = "litentry/agentKeys" }, "agentkey:githubRepo (did you mean agentkeys:githubRepo?)"},
 	}
 	for name, c := range cases {
 		raw := accountRaw()
@@ -56,6 +62,14 @@ func TestAccountConfigErrorsNameKeyAndExample(t *testing.T) {
 	if cfg.MaxTestSlot != 20 {
 		t.Errorf("default maxTestSlot %d, want 20", cfg.MaxTestSlot)
 	}
+	if !cfg.Trust.PullRequests || cfg.Trust.ProdEnvironment != "agentkeys-prod" || len(cfg.Adopt) != 0 {
+		t.Errorf("defaults: %+v", cfg)
+	}
+	raw := accountRaw()
+	raw["agentkeys:adopt"] = `["githubOidcProvider", "ciTestRole", "ruleSet", "activeRuleSet"]`
+	if cfg, err = ParseAccount(raw); err != nil || len(cfg.Adopt) != 4 || !cfg.Adopt["ciTestRole"] {
+		t.Errorf("adopt: %+v %v", cfg, err)
+	}
 }
 
 func TestLoadAccountFile(t *testing.T) {
@@ -74,8 +88,10 @@ func TestLoadAccountFile(t *testing.T) {
 	}
 }
 
-// Every committed stack file names the account's KMS key as its secrets
-// provider, in the stack's own region.
+// Every committed stack file names its side's KMS key as its secrets
+// provider, in the stack's own region: prod, base and account the prod key,
+// test slots the test key (a prod stack on the test key would be readable by
+// pull-request jobs).
 func TestStackFilesNameTheKMSSecretsProvider(t *testing.T) {
 	stacks, err := StackFiles("../..")
 	if err != nil || len(stacks) < 5 {
@@ -86,9 +102,8 @@ func TestStackFilesNameTheKMSSecretsProvider(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := "awskms://" + policy.SecretsKeyAlias + "?region=" + raw.Values["aws:region"]
-		if raw.SecretsProvider != want {
-			t.Errorf("Pulumi.%s.yaml: secretsprovider %q, want %q", s, raw.SecretsProvider, want)
+		if err := policy.CheckSecretsProvider(s, raw.SecretsProvider, raw.Values["aws:region"]); err != nil {
+			t.Error(err)
 		}
 	}
 }

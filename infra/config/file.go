@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/agentkeys/agentkeys-infra/policy"
 )
 
 // Encrypted stands in for a `secure:` value that only the Pulumi CLI can
@@ -30,7 +32,7 @@ func ReadStackFile(projectDir, stack string) (*Raw, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		if os.IsNotExist(err) {
-			return nil, fmt.Errorf("stack %s: %s does not exist; create it with `pulumi stack init %s` and the agentkeys: keys of the README (copy Pulumi.test-2.yaml for a new test slot)", stack, path, stack)
+			return nil, fmt.Errorf("stack %s: %s does not exist; %s", stack, path, NewStackAdvice(stack))
 		}
 		return nil, err
 	}
@@ -174,4 +176,20 @@ func StackFiles(projectDir string) ([]string, error) {
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// NewStackAdvice is how to create a stack file, in the README's words (a test
+// checks both say the same): copy a committed file, init the stack with its
+// side's secrets key, commit the file that init rewrote.
+func NewStackAdvice(stack string) string {
+	sp, err := policy.SecretsProvider(stack, "us-east-1")
+	if err != nil {
+		return err.Error()
+	}
+	from := "Pulumi.prod.yaml"
+	if strings.HasPrefix(stack, "test") {
+		from = "Pulumi.test-2.yaml"
+	}
+	return fmt.Sprintf("create it: `cp %s Pulumi.%s.yaml`, `pulumi stack init %s --secrets-provider \"%s\"` (your region), "+
+		"`pulumi config set agentkeys:instanceId i-... --stack %s`, then commit Pulumi.%s.yaml (stack init and config set rewrite it)", from, stack, stack, sp, stack, stack)
 }

@@ -285,7 +285,7 @@ func account(dir string) (*plan.Plan, error) {
 	answers["aws:kms/getAlias:getAlias"] = func(args resource.PropertyMap) (resource.PropertyMap, error) {
 		name := args["name"].StringValue()
 		return resource.NewPropertyMapFromMap(map[string]any{"name": name, "id": name,
-			"targetKeyArn": "arn:aws:kms:" + region + ":" + acct + ":key/offline-plan",
+			"targetKeyArn": "arn:aws:kms:" + region + ":" + acct + ":key/offline-plan-" + strings.TrimPrefix(name, "alias/"), // one key per alias
 			"arn":          "arn:aws:kms:" + region + ":" + acct + ":" + name}), nil
 	}
 	p, err := plan.Run(program.AccountStackName, program.Declare, plan.Options{
@@ -294,6 +294,6 @@ func account(dir string) (*plan.Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.Notes = append(p.Notes, "offline: the AWS credentials are assumed to belong to account "+acct+" and the KMS alias to exist (scripts/bootstrap-state.sh)")
+	p.Notes = append(p.Notes, "offline: the AWS credentials are assumed to belong to account "+acct+" and the KMS aliases to exist (scripts/bootstrap-state.sh)")
 	return p, nil
 }

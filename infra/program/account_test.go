@@ -13,22 +13,24 @@ import (
 	"github.com/agentkeys/agentkeys-infra/policy"
 )
 
-const testKeyARN = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
+const (
+	testKeyARN = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
+	prodKeyARN = "arn:aws:kms:us-east-1:123456789012:key/22222222-2222-3333-4444-555555555555"
+)
 
 func accountRaw() map[string]string {
 	return map[string]string{
-		"agentkeys:accountId":      componenttest.MockAccount,
-		"agentkeys:zone":           "example.org",
-		"agentkeys:githubRepo":     "litentry/agentKeys",
-		"agentkeys:ciBranches":     `["main"]`,
-		"agentkeys:ciEnvironments": `["ci-deploy"]`,
-		"aws:region":               "us-east-1",
+		"agentkeys:accountId":  componenttest.MockAccount,
+		"agentkeys:zone":       "example.org",
+		"agentkeys:githubRepo": "litentry/agentKeys",
+		"agentkeys:ciBranches": `["main"]`,
+		"aws:region":           "us-east-1",
 	}
 }
 
 // runAccount runs the account program under the mock engine; callerAcct is
-// the account the credentials belong to, keyMissing makes the KMS alias lookup fail.
-func runAccount(t *testing.T, raw map[string]string, callerAcct string, keyMissing bool) (*componenttest.Recorder, error) {
+// the account the credentials belong to; the lookup of alias keyMissing fails.
+func runAccount(t *testing.T, raw map[string]string, callerAcct string, keyMissing string) (*componenttest.Recorder, error) {
 	t.Helper()
 	js, _ := json.Marshal(raw)
 	t.Setenv("PULUMI_CONFIG", string(js))
@@ -39,11 +41,16 @@ func runAccount(t *testing.T, raw map[string]string, callerAcct string, keyMissi
 		}), nil
 	}
 	rec.Invokes["aws:kms/getAlias:getAlias"] = func(args resource.PropertyMap) (resource.PropertyMap, error) {
-		if keyMissing {
-			return nil, errors.New("Alias not found: " + args["name"].StringValue())
+		name := args["name"].StringValue()
+		if name == keyMissing {
+			return nil, errors.New("Alias not found: " + name)
+		}
+		key := map[string]string{policy.TestSecretsKeyAlias: testKeyARN, policy.ProdSecretsKeyAlias: prodKeyARN}[name]
+		if key == "" {
+			return nil, errors.New("unexpected alias " + name)
 		}
 		return resource.NewPropertyMapFromMap(map[string]any{
-			"name": args["name"].StringValue(), "targetKeyArn": testKeyARN, "targetKeyId": "11111111-2222-3333-4444-555555555555",
+			"name": name, "targetKeyArn": key, "targetKeyId": strings.TrimPrefix(key, "arn:aws:kms:us-east-1:123456789012:key/"),
 			"arn": "arn:aws:kms:us-east-1:123456789012:" + args["name"].StringValue(), "id": args["name"].StringValue(),
 		}), nil
 	}
@@ -54,7 +61,7 @@ func runAccount(t *testing.T, raw map[string]string, callerAcct string, keyMissi
 }
 
 func TestAccountStackDeclaresSharedResources(t *testing.T) {
-	rec, err := runAccount(t, accountRaw(), componenttest.MockAccount, false)
+	rec, err := runAccount(t, accountRaw(), componenttest.MockAccount, "")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, rec.Summary())
 	}
@@ -100,70 +107,120 @@ func TestAccountStackDeclaresSharedResources(t *testing.T) {
 		t.Errorf("provider client ids %v", got)
 	}
 
-	if role.Str("name") != "github-actions-agentkeys-deploy" {
-		t.Errorf("CI role name %q", role.Str("name"))
-	}
-	if v, _ := role.Input("maxSessionDuration"); !v.IsNumber() || v.NumberValue() != 3600 {
-		t.Errorf("CI role max session %v, want 3600", v)
-	}
-	if !role.DependsOn(provider.URN) {
-		t.Error("CI role does not wait for the provider its trust names")
-	}
-	var trust policy.Document
-	if err := json.Unmarshal([]byte(role.Str("assumeRolePolicy")), &trust); err != nil {
-		t.Fatal(err)
-	}
-	st := trust.Statement[0]
-	if len(trust.Statement) != 1 || st.Action != "sts:AssumeRoleWithWebIdentity" {
-		t.Errorf("trust must allow only AssumeRoleWithWebIdentity (no TagSession): %s", role.Str("assumeRolePolicy"))
-	}
-	if !equalJSON(st.Principal, map[string]any{"Federated": "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"}) {
-		t.Errorf("trust principal %v", st.Principal)
-	}
-	if !equalJSON(st.Condition["StringLike"]["token.actions.githubusercontent.com:sub"],
-		[]any{"repo:litentry/agentKeys:ref:refs/heads/main", "repo:litentry/agentKeys:environment:ci-deploy"}) {
-		t.Errorf("trust sub %v", st.Condition["StringLike"])
-	}
-
-	// Each CI managed policy is attached to the role and carries the key behind the alias.
-	var attached int
-	var all strings.Builder
-	for _, r := range rec.Resources() {
-		if r.Type == "aws:iam/rolePolicyAttachment:RolePolicyAttachment" {
-			attached++
-			if !r.DependsOn(role.URN) {
-				t.Errorf("attachment %s does not reference the CI role", r.Name)
+	prodRole := mustFind(t, rec, "aws:iam/role:Role", "account-ci-prod-role")
+	for _, c := range []struct {
+		role             componenttest.Resource
+		name, op, sub    string
+		key, notKey, obj string
+	}{
+		{role, "github-actions-agentkeys-deploy", "StringLike", `["repo:litentry/agentKeys:pull_request","repo:litentry/agentKeys:ref:refs/heads/main"]`,
+			testKeyARN, prodKeyARN, "agentkeys/test-*"},
+		{prodRole, "github-actions-agentkeys-deploy-prod", "StringEquals", `"repo:litentry/agentKeys:environment:agentkeys-prod"`,
+			prodKeyARN, "kms:Decrypt\",\"kms:DescribeKey\",\"kms:Encrypt\",\"kms:GenerateDataKey\"],\"Resource\":\"" + testKeyARN, "agentkeys/prod.*"},
+	} {
+		if c.role.Str("name") != c.name {
+			t.Errorf("CI role name %q, want %s", c.role.Str("name"), c.name)
+		}
+		if v, _ := c.role.Input("maxSessionDuration"); !v.IsNumber() || v.NumberValue() != 3600 {
+			t.Errorf("%s max session %v, want 3600", c.name, v)
+		}
+		if !c.role.DependsOn(provider.URN) {
+			t.Errorf("%s does not wait for the provider its trust names", c.name)
+		}
+		var trust policy.Document
+		if err := json.Unmarshal([]byte(c.role.Str("assumeRolePolicy")), &trust); err != nil {
+			t.Fatal(err)
+		}
+		st := trust.Statement[0]
+		if len(trust.Statement) != 1 || st.Action != "sts:AssumeRoleWithWebIdentity" {
+			t.Errorf("%s trust must allow only AssumeRoleWithWebIdentity (no TagSession): %s", c.name, c.role.Str("assumeRolePolicy"))
+		}
+		if !equalJSON(st.Principal, map[string]any{"Federated": "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"}) {
+			t.Errorf("%s trust principal %v", c.name, st.Principal)
+		}
+		if got, _ := json.Marshal(st.Condition[c.op]["token.actions.githubusercontent.com:sub"]); string(got) != c.sub {
+			t.Errorf("%s trust sub %s, want %s", c.name, got, c.sub)
+		}
+		// Its managed policies are attached to it and name its key, never the other's.
+		var attached int
+		var all strings.Builder
+		for _, r := range rec.Resources() {
+			if r.Type == "aws:iam/rolePolicyAttachment:RolePolicyAttachment" && strings.HasPrefix(r.Name, "account-"+c.name+"-") &&
+				(c.name != "github-actions-agentkeys-deploy" || !strings.HasPrefix(r.Name, "account-github-actions-agentkeys-deploy-prod-")) {
+				attached++
+				if !r.DependsOn(c.role.URN) {
+					t.Errorf("attachment %s does not reference %s", r.Name, c.name)
+				}
+			}
+			if r.Type == "aws:iam/policy:Policy" && strings.HasPrefix(r.Str("name"), c.name+"-") &&
+				(c.name != "github-actions-agentkeys-deploy" || !strings.HasPrefix(r.Str("name"), "github-actions-agentkeys-deploy-prod-")) {
+				all.WriteString(r.Str("policy"))
 			}
 		}
-		if r.Type == "aws:iam/policy:Policy" && strings.HasPrefix(r.Str("name"), "github-actions-agentkeys-deploy-") {
-			all.WriteString(r.Str("policy"))
+		if attached < 3 {
+			t.Errorf("%d policies attached to %s", attached, c.name)
 		}
-	}
-	if attached != 3 {
-		t.Errorf("%d policies attached to the CI role, want 3", attached)
-	}
-	if !strings.Contains(all.String(), testKeyARN) || !strings.Contains(all.String(), "agentkeys-pulumi-state-123456789012") {
-		t.Error("CI policies do not name the secrets key and the state bucket")
+		js := all.String()
+		if !strings.Contains(js, c.key) || strings.Contains(js, c.notKey) || !strings.Contains(js, "agentkeys-pulumi-state-123456789012/.pulumi/stacks/"+c.obj) {
+			t.Errorf("%s policies do not name its own key and state objects only:\n%s", c.name, js)
+		}
 	}
 	if boundary.Str("name") != "agentkeys-test-boundary" || boundary.Protect {
 		t.Errorf("boundary policy %q protect=%v", boundary.Str("name"), boundary.Protect)
 	}
+	// Nothing is imported unless agentkeys:adopt says so.
+	for _, r := range rec.Resources() {
+		if r.ImportID != "" {
+			t.Errorf("%s imported without agentkeys:adopt", r.Name)
+		}
+	}
+}
+
+// agentkeys:adopt imports the account's existing provider, CI role, rule set
+// and activation, by the ids the runbook's scripts gave them.
+func TestAccountStackAdoptsTheRunbooksResources(t *testing.T) {
+	raw := accountRaw()
+	raw["agentkeys:adopt"] = `["githubOidcProvider","ciTestRole","ruleSet","activeRuleSet"]`
+	rec, err := runAccount(t, raw, componenttest.MockAccount, "")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, rec.Summary())
+	}
+	for name, id := range map[string]string{
+		"account-github-oidc":     "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com",
+		"account-ci-role":         "github-actions-agentkeys-deploy",
+		"account-rule-set":        "agentkeys",
+		"account-rule-set-active": "agentkeys",
+		"account-ci-prod-role":    "",
+		"account-test-boundary":   "",
+	} {
+		var r componenttest.Resource
+		for _, x := range rec.Resources() {
+			if x.Name == name {
+				r = x
+			}
+		}
+		if r.ImportID != id {
+			t.Errorf("%s import id %q, want %q", name, r.ImportID, id)
+		}
+	}
 }
 
 func TestAccountStackRefusesWrongAccountOrMissingKey(t *testing.T) {
-	rec, err := runAccount(t, accountRaw(), "999999999999", false)
+	rec, err := runAccount(t, accountRaw(), "999999999999", "")
 	if err == nil || !strings.Contains(err.Error(), "999999999999") || !strings.Contains(err.Error(), "agentkeys:accountId") {
 		t.Errorf("credentials of another account accepted: %v", err)
 	}
 	if n := len(rec.Resources()); n != 0 {
 		t.Errorf("%d resources declared before the account check failed", n)
 	}
-	rec, err = runAccount(t, accountRaw(), componenttest.MockAccount, true)
-	if err == nil || !strings.Contains(err.Error(), "scripts/bootstrap-state.sh") {
-		t.Errorf("missing secrets key not reported with the fix: %v", err)
-	}
-	if n := len(rec.Resources()); n != 0 {
-		t.Errorf("%d resources declared without a secrets key", n)
+	for _, alias := range []string{policy.TestSecretsKeyAlias, policy.ProdSecretsKeyAlias} {
+		rec, err = runAccount(t, accountRaw(), componenttest.MockAccount, alias)
+		if err == nil || !strings.Contains(err.Error(), "scripts/bootstrap-state.sh") || !strings.Contains(err.Error(), alias) {
+			t.Errorf("missing secrets key %s not reported with the fix: %v", alias, err)
+		}
+		if n := len(rec.Resources()); n != 0 {
+			t.Errorf("%d resources declared without the key %s", n, alias)
+		}
 	}
 }
 

@@ -289,6 +289,8 @@ func TestBrokenAccountReportsEachFinding(t *testing.T) {
 		{"role/" + n.DataClassRoles["memory"], KindForeignProvider, "stack test-3", up},
 		{"role/" + n.DataClassRoles["config"], KindUndeclared, "inline policy extra", "delete-role-policy"},
 		{"role/" + n.DataClassRoles["config"], KindBroader, "Extra", "delete-role-policy"},
+		{"role/" + n.HostRole, KindBroader, `statement "AssumeDataRole" (sts:AssumeRole`, up},
+		{"role/" + n.HostRole, KindMissingGrant, "ses:GetEmailIdentity on arn:aws:ses:us-east-1:123456789012:identity/" + n.Sender + ", which broker calls", up + "` restores it"},
 		{"role/" + n.HostRole, KindMissingGrant, "ses:SendEmail on arn:aws:ses:us-east-1:123456789012:identity/" + n.Sender + ", which broker calls", up + "` restores it"},
 		{"role/" + n.HostRole, KindMissingGrant, "ses:SendEmail on arn:aws:ses:us-east-1:123456789012:identity/" + n.MailDomain + ", which email calls", up + "` restores it"},
 		{"bucket/" + n.DataBuckets["vault"], KindPublicAccess, "no public-access block", up},
@@ -316,6 +318,7 @@ func TestLegacyRuntimeRoleAndFix(t *testing.T) {
 		{"role/" + legacyRole, KindRuntimeRole, "not the declared " + n.HostRole, attach},
 		{"role/" + legacyRole, KindS3FullAccess, "AmazonS3FullAccess is attached", "aws iam detach-role-policy --role-name " + legacyRole + " --policy-arn " + S3FullAccessARN},
 		{"role/" + legacyRole, KindBroader, "ses:SendEmail on *", "delete-role-policy"},
+		{"role/" + legacyRole, KindMissingGrant, "ses:GetEmailIdentity on arn:aws:ses:us-east-1:123456789012:identity/" + n.Sender, "restores it"},
 	})
 	safe := r.Safe()
 	if len(safe) != 1 || safe[0].Command() != "aws iam detach-role-policy --role-name "+legacyRole+" --policy-arn "+S3FullAccessARN {

@@ -1,8 +1,10 @@
 // Package deploy drives pulumi preview/up/refresh/destroy for one or several
 // stacks behind an Engine interface (the real one wraps the Automation API;
 // the Pulumi CLI it needs is absent on dev machines), with the CI rules:
-// a prod-posture stack is never replaced or deleted without --allow-replace,
-// stacks converge with bounded concurrency, previews become a Markdown summary.
+// a prod-posture stack's up runs exactly its previewed plan and never
+// replaces, deletes or destructively updates a resource not allowed by name
+// (gate.go), stacks converge with bounded concurrency, previews become a
+// Markdown summary.
 package deploy
 
 import (
@@ -102,15 +104,26 @@ type Outcome struct {
 	// Notes say in words what the counts cannot (e.g. a resource that is
 	// declared only during the up).
 	Notes []string
+	// Findings are the plan's operations that need an allow (prod posture).
+	Findings []Finding
 }
 
 // Driver applies an action to stacks.
 type Driver struct {
 	Engine       Engine
 	Parallel     int  // at most this many stacks at once (>= 1)
-	AllowReplace bool // let prod-posture stacks replace/delete resources
+	AllowReplace bool // let a prod-posture stack be destroyed
 	// Notes adds notes to a preview's outcome (nil = none).
 	Notes func(stack string, preview Result) []string
+	// The prod gate (gate.go): per stack, the resources (names or URNs) whose
+	// replace, delete or destructive update is allowed; a reviewed plan file
+	// to run instead of a fresh preview; and a last approval of the shown
+	// plan (nil approves).
+	Allow     map[string][]string
+	PlanFiles map[string]string
+	Approve   func(stack string, preview *Result, findings []Finding) bool
+	// SavePlanDir makes preview save each stack's plan as <dir>/<stack>.plan.json.
+	SavePlanDir string
 }
 
 // Destructive counts steps that replace or delete a resource. A replaced
@@ -191,6 +204,9 @@ func (d Driver) one(ctx context.Context, action Action, stack string) Outcome {
 	var err error
 	switch action {
 	case Preview:
+		if d.SavePlanDir != "" {
+			return d.previewPlan(ctx, o, stack)
+		}
 		r, err = d.Engine.Preview(ctx, stack)
 		if err != nil {
 			return failed(err)
@@ -199,18 +215,7 @@ func (d Driver) one(ctx context.Context, action Action, stack string) Outcome {
 		o.Notes = d.notes(stack, r)
 	case Up:
 		if prodPosture {
-			// The gate: preview first, and stop before anything changes.
-			p, err := d.Engine.Preview(ctx, stack)
-			if err != nil {
-				return failed(fmt.Errorf("gate preview: %w", err))
-			}
-			o.Preview = &p
-			o.Notes = d.notes(stack, p)
-			if rep, del := Destructive(p); (rep > 0 || del > 0) && !d.AllowReplace {
-				o.Status = Refused
-				o.Reason = fmt.Sprintf("%s is a prod-posture stack and the preview replaces %d and deletes %d resource(s); review the preview and re-run with --allow-replace", stack, rep, del)
-				return o
-			}
+			return d.gatedUp(ctx, o, stack)
 		}
 		r, err = d.Engine.Up(ctx, stack)
 		if err != nil {
@@ -375,6 +380,12 @@ func Markdown(outs []Outcome) string {
 		}
 		for _, n := range o.Notes {
 			fmt.Fprintf(&b, "\n> **%s** (note): %s\n", o.Stack, mdEscape(n))
+		}
+		if len(o.Findings) > 0 {
+			fmt.Fprintf(&b, "\n%s: the prod gate runs these only when allowed by name (`--allow %s:<name>`):\n\n", o.Stack, o.Stack)
+			for _, f := range o.Findings {
+				fmt.Fprintf(&b, "- %s\n", mdEscape(f.String()))
+			}
 		}
 		r := o.Result
 		if r == nil {

@@ -30,7 +30,7 @@ func TestUpOnProdPostureRefusedWhenPreviewReplaces(t *testing.T) {
 	for _, stack := range []string{"prod", "base"} {
 		f := &fake{preview: map[string]Result{stack: replacePreview(stack)}}
 		outs := Driver{Engine: f}.Run(context.Background(), Up, []string{stack})
-		if outs[0].Status != Refused || !strings.Contains(outs[0].Reason, "--allow-replace") {
+		if outs[0].Status != Refused || !strings.Contains(outs[0].Reason, "--allow "+stack+":data-role") {
 			t.Fatalf("%s: %+v", stack, outs[0])
 		}
 		if slices.Contains(f.calls, "up "+stack) {
@@ -39,11 +39,11 @@ func TestUpOnProdPostureRefusedWhenPreviewReplaces(t *testing.T) {
 		if ExitCode(outs) != 3 {
 			t.Fatalf("exit %d, want 3", ExitCode(outs))
 		}
-		// Explicitly allowed: up runs.
+		// Each replace and delete allowed by name: up runs.
 		f = &fake{preview: map[string]Result{stack: replacePreview(stack)}}
-		outs = Driver{Engine: f, AllowReplace: true}.Run(context.Background(), Up, []string{stack})
+		outs = Driver{Engine: f, Allow: map[string][]string{stack: {"data-role", "old-bucket"}}}.Run(context.Background(), Up, []string{stack})
 		if outs[0].Status != OK || !slices.Equal(f.calls, []string{"preview " + stack, "up " + stack}) {
-			t.Fatalf("%s with --allow-replace: %+v calls %v", stack, outs[0], f.calls)
+			t.Fatalf("%s allowed by name: %+v calls %v", stack, outs[0], f.calls)
 		}
 	}
 }
@@ -211,7 +211,7 @@ func TestGateLetsBringUpReRunsThrough(t *testing.T) {
 	// A replaced role among them is still refused.
 	rerun.Steps = append(rerun.Steps, Step{Op: "replace", Type: "aws:iam/role:Role", URN: fmt.Sprintf(urn, "prod", "aws:iam/role:Role", "host-role")})
 	f = &fake{preview: map[string]Result{"prod": rerun}}
-	if outs := (Driver{Engine: f}).Run(context.Background(), Up, []string{"prod"}); outs[0].Status != Refused || !strings.Contains(outs[0].Reason, "replaces 1 ") {
+	if outs := (Driver{Engine: f}).Run(context.Background(), Up, []string{"prod"}); outs[0].Status != Refused || !strings.Contains(outs[0].Reason, "replace aws:iam/role:Role host-role") {
 		t.Fatalf("%+v", outs[0])
 	}
 }

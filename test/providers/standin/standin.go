@@ -433,8 +433,17 @@ func (p *Provider) Read(ctx context.Context, req plugin.ReadRequest) (plugin.Rea
 		base = resource.PropertyMap{}
 	}
 	out := t.outputs(base, live)
-	// The new inputs are the old input keys with the live values.
+	// The new inputs are the old input keys with the live values; an import
+	// (no inputs, no state) gets every input the live resource has, as the
+	// bridge's Read returns them.
 	ins := resource.PropertyMap{}
+	if len(req.Inputs) == 0 && len(req.State) == 0 {
+		for _, k := range t.Inputs {
+			if v, ok := out[resource.PropertyKey(k)]; ok {
+				ins[resource.PropertyKey(k)] = v
+			}
+		}
+	}
 	for k, v := range req.Inputs {
 		if k == defaultsKey {
 			ins[k] = v
