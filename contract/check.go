@@ -144,7 +144,7 @@ func CheckAddressOrEmpty(v string) error {
 func CheckIssuer(v string) error {
 	u, err := url.Parse(v)
 	if err != nil || u.Scheme != "https" || u.Host == "" || strings.HasSuffix(v, "/") {
-		return fmt.Errorf("%q is not https://<host> without a trailing slash (the broker refuses to boot)", v)
+		return fmt.Errorf("%q is not https://<host> without a trailing slash (the broker refuses an http issuer, and keeps a trailing slash in iss and jwks_uri, which AWS then rejects)", v)
 	}
 	return nil
 }

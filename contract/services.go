@@ -2,6 +2,7 @@ package contract
 
 import (
 	"strconv"
+	"strings"
 )
 
 // Scope is which paths a service's public vhost proxies.
@@ -64,6 +65,11 @@ type Service struct {
 	AWS   []AWSCall
 	Src   []Ref
 }
+
+// InboxPrefix is the s3:prefix the email worker lists under: bots/<actor
+// omni>/inbound/, the omni being 64 lowercase hex (emailState); 64 single-
+// character wildcards keep "*"'s match of "/" out of the actor segment.
+var InboxPrefix = "bots/" + strings.Repeat("?", 64) + "/inbound/*"
 
 // Ports. The script's (8090-8092, 9092-9096); classify has none there.
 const (
@@ -299,7 +305,7 @@ func email() Service {
 		Reads:  reads,
 		AWS: []AWSCall{
 			{Action: "ses:SendEmail", Resource: "mail-identities", Why: "POST /v1/email/send", Src: emailState},
-			{Action: "s3:ListBucket", Resource: "vault-bucket", Prefix: "bots/*/inbound/*", Why: "GET /v1/email/inbox/<omni> lists bots/<omni>/inbound/", Src: emailState},
+			{Action: "s3:ListBucket", Resource: "vault-bucket", Prefix: InboxPrefix, Why: "GET /v1/email/inbox/<omni> lists bots/<omni>/inbound/", Src: emailState},
 		},
 		Src: []Ref{emailMain, emailState, SrcSetupScript},
 	}

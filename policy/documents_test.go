@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentkeys/agentkeys-infra/contract"
 	"github.com/agentkeys/agentkeys-infra/naming"
 	"github.com/agentkeys/agentkeys-infra/policy"
 )
@@ -125,7 +126,7 @@ func TestDocumentsPerStack(t *testing.T) {
 			eq(t, "host send", [2]any{sid(t, d, "SesSendEmail").Action, sid(t, d, "SesSendEmail").Resource},
 				[2]any{"ses:SendEmail", append([]string{sender}, ses...)})
 			eq(t, "host inbox list", [3]any{sid(t, d, "S3ListBucket").Action, sid(t, d, "S3ListBucket").Resource, sid(t, d, "S3ListBucket").Condition},
-				[3]any{"s3:ListBucket", vault, map[string]map[string]any{"StringLike": {"s3:prefix": "bots/*/inbound/*"}}})
+				[3]any{"s3:ListBucket", vault, map[string]map[string]any{"StringLike": {"s3:prefix": contract.InboxPrefix}}})
 			for _, bad := range []string{"sts:", "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "agentkeys-memory", "agentkeys-config", "agentkeys-mail"} {
 				if strings.Contains(d.JSON(), bad) {
 					t.Errorf("host role inline mentions %s: %s", bad, d.JSON())

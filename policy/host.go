@@ -17,7 +17,7 @@ import (
 //   - no data-bucket object access: creds, memory and config run with
 //     AGENTKEYS_WORKER_REQUIRE_STS=1 (contract.RequireSTS) and use only the
 //     caller's STS credentials; the email worker lists key names under
-//     bots/*/inbound/ of the vault bucket, which is in the contract.
+//     bots/<omni>/inbound/ of the vault bucket, which is in the contract.
 func HostRoleInline(n naming.Names) Document {
 	d, err := HostRolePolicy(n, contract.Catalog(n.Stack.Chain))
 	if err != nil {

@@ -692,7 +692,7 @@ func TestIsolationMatrixDetectsWeakenedPolicies(t *testing.T) {
 			return editStatements(d, func(s *policy.Statement) bool {
 				if s.Sid == "S3ListBucket" {
 					b := s.Resource.(string)
-					s.Action, s.Resource = []string{"s3:ListBucket", "s3:GetObject"}, []string{b, b + "/bots/*/inbound/*"}
+					s.Action, s.Resource = []string{"s3:ListBucket", "s3:GetObject"}, []string{b, b + "/" + contract.InboxPrefix}
 					s.Condition = nil
 				}
 				return true
