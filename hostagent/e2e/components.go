@@ -207,6 +207,13 @@ type CAOptions struct {
 	DNS string
 	// Env adds pebble settings.
 	Env []string
+	// Addr is the IPv4 address pebble and challtestsrv listen on (default
+	// 127.0.0.1); pebble's listener certificate names it. A host in its own
+	// network namespace (a container) reaches them there.
+	Addr string
+	// DefaultIPv4 is challtestsrv's answer for every name (default
+	// 127.0.0.1): the address pebble validates HTTP-01 against.
+	DefaultIPv4 string
 }
 
 // StartCA starts challtestsrv (DNS answering 127.0.0.1 for every name, no
@@ -226,11 +233,18 @@ func StartCAWith(dir string, httpPort int, o CAOptions) (*CA, error) {
 		}
 		ports[i] = p
 	}
+	addr, answer := o.Addr, o.DefaultIPv4
+	if addr == "" {
+		addr = "127.0.0.1"
+	}
+	if answer == "" {
+		answer = "127.0.0.1"
+	}
 	ca := &CA{
-		Directory: fmt.Sprintf("https://127.0.0.1:%d/dir", ports[0]),
-		mgmt:      fmt.Sprintf("127.0.0.1:%d", ports[1]),
-		DNS:       fmt.Sprintf("127.0.0.1:%d", ports[2]),
-		dnsMgmt:   fmt.Sprintf("127.0.0.1:%d", ports[3]),
+		Directory: fmt.Sprintf("https://%s:%d/dir", addr, ports[0]),
+		mgmt:      fmt.Sprintf("%s:%d", addr, ports[1]),
+		DNS:       fmt.Sprintf("%s:%d", addr, ports[2]),
+		dnsMgmt:   fmt.Sprintf("%s:%d", addr, ports[3]),
 		dir:       dir,
 		env:       o.Env,
 		netns:     o.Netns,
@@ -240,7 +254,7 @@ func StartCAWith(dir string, httpPort int, o CAOptions) (*CA, error) {
 	} else {
 		var err error
 		ca.challsrv, err = startIn(o.Netns, dir, "challtestsrv.log", nil, "pebble-challtestsrv",
-			"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
+			"-defaultIPv4", answer, "-defaultIPv6", "",
 			"-dnsserver", ca.DNS, "-management", ca.dnsMgmt,
 			"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "")
 		if err != nil {
@@ -251,7 +265,7 @@ func StartCAWith(dir string, httpPort int, o CAOptions) (*CA, error) {
 			return nil, err
 		}
 	}
-	certPEM, keyPEM, err := selfSigned()
+	certPEM, keyPEM, err := selfSigned(addr)
 	if err != nil {
 		ca.Close()
 		return nil, err
@@ -363,7 +377,7 @@ func (ca *CA) PebbleLog() string {
 	return ca.pebble.Log()
 }
 
-func selfSigned() ([]byte, []byte, error) {
+func selfSigned(addr string) ([]byte, []byte, error) {
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
@@ -374,7 +388,7 @@ func selfSigned() ([]byte, []byte, error) {
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(addr)},
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}

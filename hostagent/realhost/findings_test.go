@@ -65,31 +65,22 @@ func TestRenewUnitCanTestAndFlipNginx(t *testing.T) {
 }
 
 // One crash-looping worker must not fail the healthy services' checks: each
-// check has its own deadline, and the dead one reports its own error.
+// check has its own deadline, and the dead one reports its own error. The
+// units are the agent's own, started by real systemd; the audit worker's
+// binary exits at once, so systemd keeps restarting it.
 func TestHealthChecksDoNotShareOneDeadline(t *testing.T) {
 	h := boot(t)
-	_, standin := binaries(t)
 	s := fixtureSpec(t, "broker", "audit", "signer") // audit is checked before signer and the broker's documents
 	s.HealthTimeoutSeconds = 5
-	h.install(standin, "/usr/local/bin/standin", 0o755)
-	keypair := path.Join(s.StateDir, "test-oidc-keypair.json")
-	h.writeRoot(keypair, es256JWK(t), 0o600)
+	h.installStandin()
 	for _, svc := range s.Services {
-		unit := "standin-" + svc.Name
 		if svc.Name == "audit" {
-			// Crash-looping: exits at once, restarted by systemd, never listens.
-			h.root(fmt.Sprintf("systemd-run --unit=%s -p Restart=always -p RestartSec=1 /bin/sh -c 'sleep 0.3; exit 1'", unit))
+			h.writeRoot(svc.Install, []byte("#!/bin/sh\necho audit crashing >&2\nsleep 0.3\nexit 1\n"), 0o755)
 			continue
 		}
-		env := fmt.Sprintf("--setenv=STANDIN_ADDR=127.0.0.1:%d --setenv=STANDIN_NAME=%s", svc.Port, svc.Name)
-		if svc.Name == "broker" {
-			env += " --setenv=BROKER_OIDC_ISSUER=" + s.Issuer + " --setenv=BROKER_OIDC_KEYPAIR_PATH=" + keypair
-		}
-		h.root(fmt.Sprintf("systemd-run --unit=%s %s /usr/local/bin/standin", unit, env))
-		h.root(fmt.Sprintf("for i in $(seq 100); do curl -fsS http://127.0.0.1:%d%s >/dev/null && exit 0; sleep 0.1; done; exit 1", svc.Port, svc.Health))
+		h.root("ln -sfn " + StandinPath + " " + svc.Install)
 	}
-
-	res := h.apply(s, "--only", "health")
+	res := h.apply(s, "--only", "users,secrets,units,health")
 	if res.Code == 0 {
 		t.Fatal("apply passed with a crash-looping worker")
 	}
@@ -231,10 +222,10 @@ rm -rf $d`
 // installs them; real systemd starts each hardened unit.
 func TestDaemonReloadIsCounted(t *testing.T) {
 	h := boot(t)
-	_, standin := binaries(t)
 	s := fixtureSpec(t)
+	h.installStandin()
 	for _, svc := range s.Services {
-		h.install(standin, steps.BinPath(svc.Name), 0o755)
+		h.root("ln -sfn " + StandinPath + " " + svc.Install)
 	}
 	res := h.apply(s, "--only", "users,secrets,units")
 	if res.Code != 0 {
@@ -247,12 +238,11 @@ func TestDaemonReloadIsCounted(t *testing.T) {
 	if n := res.Summary.Counters.Reloads; n != 1 {
 		t.Errorf("counters.reloads = %d after one daemon-reload, want 1", n)
 	}
+	var units []string
 	for _, svc := range s.Services {
-		unit := "agentkeys-" + svc.Name + ".service"
-		if got := strings.TrimSpace(h.Run("systemctl is-active " + unit).Stdout); got != "active" {
-			t.Errorf("%s is %s:\n%s", unit, got, h.Journal(unit))
-		}
+		units = append(units, svc.Unit)
 	}
+	h.requireActive(units...)
 	again := h.apply(s, "--only", "users,secrets,units")
 	if c := again.Summary.Counters; again.Code != 0 || c != (agent.Counters{}) {
 		t.Errorf("second apply: exit %d, counters %+v, want a no-op", again.Code, c)

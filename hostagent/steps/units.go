@@ -383,6 +383,16 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	// after it). A unit whose binary is not installed (the build step was
 	// left out) is not started: its files are in place for inspection.
 	var notStarted []string
+	// Whether each unit ran before this loop: starting one unit starts the
+	// units its Wants= names, on the definitions just written, and those
+	// must not be restarted for changes they already run with.
+	wasActive := map[string]bool{}
+	for i := range s.Services {
+		u := s.Services[i].Unit
+		if wasActive[u], err = env.Sys.IsActive(ctx, u); err != nil {
+			return res, err
+		}
+	}
 	for i := range s.Services {
 		u := s.Services[i].Unit
 		if !env.DryRun && !env.Exists(s.Services[i].Install) {
@@ -424,6 +434,9 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 				return res, err
 			}
 			res.Changes = append(res.Changes, "started "+u)
+			detail[u] = "started"
+		case !wasActive[u]:
+			res.Changes = append(res.Changes, "started "+u+" (with a unit that wants it)")
 			detail[u] = "started"
 		case stale:
 			if err := env.Restart(ctx, u); err != nil {
