@@ -41,6 +41,7 @@ type stack struct {
 	*host
 	spec *spec.HostSpec
 	ca   *e2e.CA // nil without certs
+	bare string  // the repository on this machine (copied to RepoPath)
 }
 
 type stackOptions struct {
@@ -96,6 +97,7 @@ func (st *stack) pushRepo() {
 	sandboxtest.Git(t, work, "add", "-A")
 	sandboxtest.Git(t, work, "commit", "-q", "-m", "stand-in services")
 	sandboxtest.Git(t, work, "push", "-q", bare, "HEAD:main")
+	st.bare = bare
 	dst := filepath.Join(st.Root(), RepoPath)
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		t.Fatal(err)
