@@ -177,4 +177,3 @@ func allNginx(st *stack, pids []string, master string) bool {
 	}
 	return true
 }
-
