@@ -5,6 +5,7 @@ import (
 	"path"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/agentkeys/agentkeys-infra/hostagent/acme"
 	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
@@ -96,6 +97,32 @@ func TestHealthChecksDoNotShareOneDeadline(t *testing.T) {
 	}
 	if reason := res.step(t, "health").Reason; !strings.Contains(reason, "1 of 5 checks failed") {
 		t.Errorf("health reason %q, want exactly the dead worker failing", reason)
+	}
+	// The check says what systemd says: the unit crash-loops, and why.
+	unit := s.Service("audit").Unit
+	for _, want := range []string{"unit " + unit + " is activating/auto-restart", "last journal lines of " + unit, "audit crashing"} {
+		if !strings.Contains(audit.Detail, want) {
+			t.Errorf("the crash-looping worker's check lacks %q:\n%s", want, audit.Detail)
+		}
+	}
+
+	// Once systemd gives up (failed), another process answering on the
+	// worker's port, with a healthy body, is not the worker being healthy.
+	deadline := time.Now().Add(2 * time.Minute)
+	for h.unitState(unit) != "failed/failed" {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never reached failed (StartLimitBurst): %s\n%s", unit, h.unitState(unit), h.Journal(unit))
+		}
+		time.Sleep(time.Second)
+	}
+	port := s.Service("audit").Port
+	h.root(fmt.Sprintf("systemd-run --unit=squatter --setenv=AGENTKEYS_WORKER_AUDIT_BIND=127.0.0.1:%d --setenv=AGENTKEYS_WORKER_AUDIT_LEAVES_DIR=/tmp %s agentkeys-worker-audit", port, StandinPath))
+	h.root(fmt.Sprintf("for i in $(seq 100); do curl -fsS http://127.0.0.1:%d/healthz >/dev/null && exit 0; sleep 0.1; done; exit 1", port))
+	res = h.apply(s, "--only", "health")
+	audit = res.Summary.Health["audit"]
+	if res.Code == 0 || audit.OK || !strings.Contains(audit.Detail, "it answers, but its unit "+unit+" is failed/failed, restarted 5 times: another process holds port") ||
+		!strings.Contains(audit.Detail, "audit crashing") || !strings.HasPrefix(audit.UnitState, "failed/failed") {
+		t.Errorf("a failed unit whose port another process answers: exit %d, check %+v", res.Code, audit)
 	}
 }
 
