@@ -30,16 +30,17 @@ import (
 	"github.com/agentkeys/agentkeys-infra/hostagent/nginx"
 )
 
-// DefaultConcurrency bounds parallel orders: enough to overlap the CA's
-// validation waits, few enough to stay far from its request-rate limits.
-const DefaultConcurrency = 4
-
 // Step converges one certificate per public hostname.
 type Step struct {
 	// Nginx is re-run after certificates change, flipping those hosts to
 	// Phase B and reloading; nil leaves that to a later nginx step.
 	Nginx *nginx.Step
-	// Concurrency is the number of parallel orders (0 = DefaultConcurrency, 1 = sequential).
+	// Concurrency bounds parallel orders (0 = every hostname at once, 1 =
+	// sequential). A stack has nine hostnames, far below the CA's request
+	// limits, and each order mostly waits on the CA's validation: ordering
+	// them all at once makes issuing all of them cost about one. Each host
+	// still has its own deadline and outcome: one failing name holds none
+	// of the others.
 	Concurrency int
 	// RenewOnly (the renew command) leaves hosts without a certificate alone.
 	RenewOnly bool
@@ -446,10 +447,10 @@ func (s *Step) order(ctx context.Context, env *agent.Env, res *agent.Result, hos
 		cfg.CADirURL = sp.ACME.Directory
 		cfg.UserAgent = "agentkeys-hostagent"
 		if s.HTTPClient != nil {
-			// A copy per client: lego wraps the client's Transport in place.
-			hc := *s.HTTPClient
-			cfg.HTTPClient = &hc
+			cfg.HTTPClient = s.HTTPClient
 		}
+		// A copy per client: lego wraps the client's Transport in place.
+		cfg.HTTPClient = withPollHint(cfg.HTTPClient)
 		c, err := lego.NewClient(cfg)
 		if err != nil {
 			return nil, fmt.Errorf("ACME directory %s: %w", sp.ACME.Directory, err)
@@ -530,7 +531,7 @@ func (s *Step) order(ctx context.Context, env *agent.Env, res *agent.Result, hos
 
 	n := s.Concurrency
 	if n <= 0 {
-		n = DefaultConcurrency
+		n = len(ready)
 	}
 	if n > len(ready) {
 		n = len(ready)

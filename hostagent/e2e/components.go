@@ -31,6 +31,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agentkeys/agentkeys-infra/contract"
 	"github.com/agentkeys/agentkeys-infra/internal/testkit/ports"
 )
 
@@ -404,7 +405,18 @@ func selfSigned(addr string) ([]byte, []byte, error) {
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}), nil
 }
 
-// StandIns are tiny HTTP services answering /healthz with their name; the
+// healthyBody is the body the contract's service answers /healthz with.
+func healthyBody(name string) string {
+	for _, c := range contract.Catalog("heima") {
+		if c.Name == name && c.Health.JSON {
+			return `{"ok":true}`
+		}
+	}
+	return "ok"
+}
+
+// StandIns are tiny HTTP services answering /healthz with the contract's
+// healthy body (and, for /healthz?who, with their name); the
 // broker also answers its OIDC discovery (issuer https://<its hostname>) and
 // a JWKS with one ES256 key, as the agent's health step checks them.
 type StandIns struct {
@@ -424,7 +436,12 @@ func StartStandIns(names []string) (*StandIns, error) {
 		name := n
 		mux := http.NewServeMux()
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "%s ok host=%s proto=%s\n", name, r.Host, r.Header.Get("X-Forwarded-Proto"))
+			if _, who := r.URL.Query()["who"]; who {
+				// Tests ask which service answered (nginx's routing).
+				fmt.Fprintf(w, "%s ok host=%s proto=%s\n", name, r.Host, r.Header.Get("X-Forwarded-Proto"))
+				return
+			}
+			fmt.Fprint(w, healthyBody(name))
 		})
 		if name == "broker" {
 			issuer := "https://" + Hostnames()["broker"]
