@@ -22,6 +22,7 @@ import (
 // for every hostname, the renew timer, health. Then a second apply changes
 // nothing, and a reboot brings everything back with the next apply a no-op.
 func TestFullApply(t *testing.T) {
+	t.Parallel()
 	st := newStack(t, stackOptions{certs: true, cargo: true})
 	s := st.spec
 	st.root(eicRepoScript)

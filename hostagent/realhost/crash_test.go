@@ -12,6 +12,7 @@ import (
 // redoes what the one before left, so every point is reached on a host
 // that an earlier kill left half converged.
 func TestKilledApplyConverges(t *testing.T) {
+	t.Parallel()
 	st := newStack(t, stackOptions{certs: true, cargo: true})
 	s := st.spec
 	st.root(eicRepoScript)

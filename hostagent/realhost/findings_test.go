@@ -20,6 +20,7 @@ import (
 // state dirs, and reloads nginx. Only the ExecStart is swapped for those
 // actions; every hardening line is the unit's own.
 func TestRenewUnitCanTestAndFlipNginx(t *testing.T) {
+	t.Parallel()
 	h := boot(t)
 	s := fixtureSpec(t)
 	h.root("apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >/dev/null")
@@ -70,6 +71,7 @@ func TestRenewUnitCanTestAndFlipNginx(t *testing.T) {
 // units are the agent's own, started by real systemd; the audit worker's
 // binary exits at once, so systemd keeps restarting it.
 func TestHealthChecksDoNotShareOneDeadline(t *testing.T) {
+	t.Parallel()
 	h := boot(t)
 	s := fixtureSpec(t, "broker", "audit", "signer") // audit is checked before signer and the broker's documents
 	s.HealthTimeoutSeconds = 5
@@ -129,6 +131,7 @@ func TestHealthChecksDoNotShareOneDeadline(t *testing.T) {
 // On a Debian host: --skip build installs no Rust toolchain; and when the
 // toolchain install does run and cannot download, the failure is curl's.
 func TestPackagesRustToolchainOnDebian(t *testing.T) {
+	t.Parallel()
 	h := boot(t)
 	s := fixtureSpec(t)
 	s.Build.Command = nil // the default build: cargo
@@ -168,6 +171,7 @@ func TestPackagesRustToolchainOnDebian(t *testing.T) {
 // Debian has no ec2-instance-connect package: the users step creates both
 // users, says why Instance Connect is not wired, and leaves sshd alone.
 func TestUsersOnDebianWithoutInstanceConnect(t *testing.T) {
+	t.Parallel()
 	h := boot(t)
 	s := fixtureSpec(t)
 	res := h.apply(s, "--only", "users")
@@ -191,6 +195,7 @@ func TestUsersOnDebianWithoutInstanceConnect(t *testing.T) {
 // repository): it is installed through apt, the drop-in goes live with a
 // real sshd reload, and that reload is counted.
 func TestUsersWithInstanceConnectPackageReloadsAndCountsSSHD(t *testing.T) {
+	t.Parallel()
 	h := boot(t)
 	s := fixtureSpec(t)
 	h.root(eicRepoScript)
@@ -248,6 +253,7 @@ rm -rf $d`
 // nothing. The services' binaries are the stand-in, where the build step
 // installs them; real systemd starts each hardened unit.
 func TestDaemonReloadIsCounted(t *testing.T) {
+	t.Parallel()
 	h := boot(t)
 	s := fixtureSpec(t)
 	h.installStandin()

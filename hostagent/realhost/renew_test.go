@@ -92,6 +92,7 @@ func (st *stack) servedBecomes(host string, want *x509.Certificate) bool {
 // due renewal that fails makes renew exit non-zero, so the unit shows
 // failed, the old certificate keeps serving, and status says why.
 func TestRenewal(t *testing.T) {
+	t.Parallel()
 	st := newStack(t, stackOptions{certs: true})
 	s := st.spec
 	// No build here: nginx, the units (the renew timer's among them) and

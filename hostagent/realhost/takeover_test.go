@@ -102,6 +102,7 @@ func (st *stack) listeners() []listener {
 // listener, the agent's unit's process, and every service answers its
 // health path through nginx over TLS.
 func TestTakeoverOfAScriptBuiltHost(t *testing.T) {
+	t.Parallel()
 	st := newStack(t, stackOptions{certs: true, cargo: true})
 	s := st.spec
 	sh := st.writeScriptHost()
