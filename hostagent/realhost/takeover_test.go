@@ -40,7 +40,7 @@ func (st *stack) writeScriptHost() *sandboxtest.ScriptHost {
 	}
 	sandboxtest.Git(t, co, "remote", "set-url", "origin", RepoPath)
 	st.root("chown -R ubuntu:ubuntu /home/ubuntu/agentKeys && chown -R agentkeys:agentkeys /var/lib/agentkeys")
-	st.root("rm -f /etc/nginx/sites-enabled/default && systemctl restart nginx")
+	st.root("systemctl restart nginx")
 	st.root("systemctl daemon-reload && systemctl enable --now " + strings.Join(scriptUnits, " "))
 	// The wrapped workers read the public key the broker exports at boot;
 	// a worker that raced it is restarted by systemd 5 s later.
