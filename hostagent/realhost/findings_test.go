@@ -200,10 +200,16 @@ func TestUsersWithInstanceConnectPackageReloadsAndCountsSSHD(t *testing.T) {
 	s := fixtureSpec(t)
 	h.root(eicRepoScript)
 
-	res := h.apply(s, "--only", "users")
+	// sshd re-executes itself on the reload, closing its listening socket
+	// for a moment: a connection made as soon as the agent is done (the
+	// bring-up's next command) must not be refused.
+	res := h.applyThen(s, "if bash -c 'exec 3<>/dev/tcp/127.0.0.1/22' 2>/dev/null; then echo sshd-accepts; else echo sshd-refuses; fi", "--only", "users")
 	us := res.step(t, "users")
 	if res.Code != 0 {
 		t.Fatalf("users: %+v", us)
+	}
+	if !strings.Contains(res.Stderr, "sshd-accepts") {
+		t.Errorf("a connection right after the apply that reloaded sshd was refused:\n%s", res.Stderr)
 	}
 	changes := strings.Join(us.Changes, "\n")
 	for _, want := range []string{"installed " + steps.EICPackage, "wrote " + steps.SSHDDropIn, "reloaded sshd"} {
@@ -279,5 +285,41 @@ func TestDaemonReloadIsCounted(t *testing.T) {
 	again := h.apply(s, "--only", "users,secrets,units")
 	if c := again.Summary.Counters; again.Code != 0 || c != (agent.Counters{}) {
 		t.Errorf("second apply: exit %d, counters %+v, want a no-op", again.Code, c)
+	}
+}
+
+// Units ordered after the broker (the signer, the workers) start only once
+// the broker serves: the broker rewrites the session public key the signer
+// reads at each boot, and with Type=simple, After= alone lets the signer
+// start while the broker is still booting (seen on a reboot: the signer
+// read an empty file, exit 2). Here the broker boots slowly and the file is
+// empty, as a rewrite leaves it, when the signer's start pulls the broker in.
+func TestDependentsStartAfterTheBrokerServes(t *testing.T) {
+	t.Parallel()
+	h := boot(t)
+	s := fixtureSpec(t, "backend", "signer")
+	s.Broker().Env["BROKER_SHUTDOWN_GRACE_SECONDS"] = "1" // a quick stop
+	h.installStandin()
+	for _, svc := range s.Services {
+		if svc.Name == "broker" {
+			h.writeRoot(svc.Install, []byte("#!/bin/sh\nsleep 1\nexec "+StandinPath+" agentkeys-broker-server \"$@\"\n"), 0o755)
+			continue
+		}
+		h.root("ln -sfn " + StandinPath + " " + svc.Install)
+	}
+	h.applyOK(s, "--only", "users,secrets,units")
+	signer := s.Service("signer").Unit
+	k, _ := s.Keypair("session")
+	h.root("systemctl stop " + signer + " " + s.Broker().Unit + " && : > " + k.PublicPEM)
+	if r := h.try("systemctl start " + signer); r.Code != 0 {
+		t.Fatalf("systemctl start %s: %s\n%s", signer, r, h.Journal(signer))
+	}
+	// Until the signer serves (it reads the key at startup), or gives up.
+	port := s.Service("signer").Port
+	if r := h.try(fmt.Sprintf("for i in $(seq 150); do curl -fsS http://127.0.0.1:%d/healthz >/dev/null && exit 0; sleep 0.1; done; exit 1", port)); r.Code != 0 {
+		t.Errorf("%s does not serve within 15 s (%s):\n%s", signer, h.unitState(signer), h.Journal(signer))
+	}
+	if n := strings.TrimSpace(h.root("systemctl show -P NRestarts " + signer)); n != "0" {
+		t.Errorf("%s restarted %s times: it started before the broker had written its key:\n%s", signer, n, h.Journal(signer))
 	}
 }

@@ -121,7 +121,7 @@ type run struct {
 // apply runs the bring-up and requires a JSON summary.
 func (h *host) apply(s *spec.HostSpec, flags ...string) run {
 	h.t.Helper()
-	r := h.bringUp(s, "", flags...)
+	r := h.bringUp(s, "", "", flags...)
 	if !r.JSON {
 		h.t.Fatalf("apply %v: exit %d, no JSON summary:\nstdout:\n%s\nstderr:\n%s", flags, r.Code, r.Stdout, r.Stderr)
 	}
@@ -145,7 +145,7 @@ func (h *host) applyOK(s *spec.HostSpec, flags ...string) run {
 // shell that forks it would exit 137).
 func (h *host) applyKilled(s *spec.HostSpec, point string) run {
 	h.t.Helper()
-	r := h.bringUp(s, point)
+	r := h.bringUp(s, point, "")
 	if (r.Code != -1 && r.Code != 137) || r.JSON {
 		h.t.Fatalf("apply with %s=%s: exit %d (summary printed: %v), want the agent killed (SIGKILL, no summary); the point was not reached?\n%s\n%s",
 			fsx.FaultEnv, point, r.Code, r.JSON, r.stepLines(), r.Stderr)
@@ -153,7 +153,18 @@ func (h *host) applyKilled(s *spec.HostSpec, point string) run {
 	return r
 }
 
-func (h *host) bringUp(s *spec.HostSpec, fault string, flags ...string) run {
+// applyThen is apply with a shell snippet run right after the agent, in the
+// same SSH session (its output goes to stderr).
+func (h *host) applyThen(s *spec.HostSpec, then string, flags ...string) run {
+	h.t.Helper()
+	r := h.bringUp(s, "", then, flags...)
+	if !r.JSON {
+		h.t.Fatalf("apply %v: exit %d, no JSON summary:\nstdout:\n%s\nstderr:\n%s", flags, r.Code, r.Stdout, r.Stderr)
+	}
+	return r
+}
+
+func (h *host) bringUp(s *spec.HostSpec, fault, then string, flags ...string) run {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
@@ -179,6 +190,9 @@ func (h *host) bringUp(s *spec.HostSpec, fault string, flags ...string) run {
 	}
 	if len(flags) > 0 {
 		script += " " + strings.Join(flags, " ")
+	}
+	if then != "" {
+		script += "\n{ " + then + "\n} >&2"
 	}
 	start := time.Now()
 	r, err := h.SSH(ctx, script)

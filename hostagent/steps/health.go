@@ -316,3 +316,15 @@ func tlsClient(env *agent.Env, host string) *http.Client {
 		TLSClientConfig: &tls.Config{ServerName: host, InsecureSkipVerify: true, VerifyConnection: verify},
 	}}
 }
+
+// WaitReady polls url until it answers 200 or timeout passes; the error
+// names the last answer.
+func WaitReady(ctx context.Context, url string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err := probe(ctx, &http.Client{Timeout: 5 * time.Second}, check{name: url, url: url}, timeout)
+	if err != nil {
+		return fmt.Errorf("%s is not ready: %w", url, err)
+	}
+	return nil
+}

@@ -97,6 +97,14 @@ func UnitFile(s *spec.HostSpec, svc *spec.Service) []byte {
 		w("EnvironmentFile=%s", f)
 	}
 	w("ExecStart=%s", strings.Join(append([]string{svc.Install}, svc.Args...), " "))
+	if waitedOn(s, svc.Unit) {
+		// Type=simple is "started" at exec, so After= alone would start the
+		// units ordered after this one while it is still booting (the
+		// broker rewrites the session public key the signer reads at each
+		// boot: a signer started with it read an empty file). The start
+		// job, which they wait for, ends only once it serves its health path.
+		w("ExecStartPost=%s %s http://%s:%d%s", spec.AgentPath, WaitReadyCommand, contract.Loopback, svc.Port, svc.Health)
+	}
 	w("Restart=%s", svc.Restart)
 	w("RestartSec=5s")
 	// The broker keeps serving BROKER_SHUTDOWN_GRACE_SECONDS (30) after
@@ -144,6 +152,21 @@ func UnitFile(s *spec.HostSpec, svc *spec.Service) []byte {
 	w("[Install]")
 	w("WantedBy=multi-user.target")
 	return []byte(b.String())
+}
+
+// WaitReadyCommand is the agent's subcommand a unit's ExecStartPost runs
+// to wait until the service answers its health path (at most 80 s, within
+// systemd's 90 s start timeout).
+const WaitReadyCommand = "wait-ready"
+
+// waitedOn reports whether another service is ordered after unit.
+func waitedOn(s *spec.HostSpec, unit string) bool {
+	for _, o := range s.Services {
+		if slices.Contains(o.After, unit) {
+			return true
+		}
+	}
+	return false
 }
 
 type unitState struct {
