@@ -2,6 +2,7 @@ package realhost_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -105,6 +106,18 @@ func TestFullApply(t *testing.T) {
 	figure("realhost_noop_apply_s", noop.Duration)
 	figure("realhost_noop_changes", noop.changes())
 	requireNoop(t, "second apply", noop)
+
+	// plan on the converged host has nothing to do either.
+	pr := st.Run("sudo -n agentkeys-hostagent plan --json")
+	var plan agent.Summary
+	if err := json.Unmarshal([]byte(pr.Stdout), &plan); err != nil || pr.Code != 0 {
+		t.Fatalf("plan: %v %s", err, pr)
+	}
+	for _, r := range plan.Steps {
+		if len(r.Changes) > 0 || (r.Status != agent.OK && r.Step != "health") {
+			t.Errorf("plan on a converged host: step %s is %s: %v", r.Step, r.Status, r.Changes)
+		}
+	}
 
 	// Reboot: every unit comes back healthy, and the next apply is a no-op.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
