@@ -323,3 +323,30 @@ func TestDependentsStartAfterTheBrokerServes(t *testing.T) {
 		t.Errorf("%s restarted %s times: it started before the broker had written its key:\n%s", signer, n, h.Journal(signer))
 	}
 }
+
+// A unit that cannot start (here: another process holds the backend's
+// port) fails the units step with systemd's word and the unit's journal,
+// and the other units are still started.
+func TestAUnitThatCannotStartFailsWithItsJournal(t *testing.T) {
+	t.Parallel()
+	h := boot(t)
+	s := fixtureSpec(t, "backend", "signer")
+	h.installStandin()
+	for _, svc := range s.Services {
+		h.root("ln -sfn " + StandinPath + " " + svc.Install)
+	}
+	backend := s.Service("backend")
+	h.root(fmt.Sprintf("systemd-run --unit=squatter --setenv=AGENTKEYS_WORKER_AUDIT_BIND=127.0.0.1:%d --setenv=AGENTKEYS_WORKER_AUDIT_LEAVES_DIR=/tmp %s agentkeys-worker-audit", backend.Port, StandinPath))
+	h.root(fmt.Sprintf("for i in $(seq 100); do curl -fsS http://127.0.0.1:%d/healthz >/dev/null && exit 0; sleep 0.1; done; exit 1", backend.Port))
+	res := h.apply(s, "--only", "users,secrets,units")
+	units := res.step(t, "units")
+	if res.Code == 0 || units.Status != agent.Failed {
+		t.Fatalf("apply passed although %s cannot start: %+v", backend.Unit, units)
+	}
+	for _, want := range []string{backend.Unit + ": systemctl start", "last journal lines:", "in use"} {
+		if !strings.Contains(units.Reason, want) {
+			t.Errorf("the units step's error lacks %q:\n%s", want, units.Reason)
+		}
+	}
+	h.requireActive(s.Broker().Unit, s.Service("signer").Unit)
+}

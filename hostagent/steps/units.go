@@ -405,7 +405,7 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	// Start in the spec's order (the broker before the services ordered
 	// after it). A unit whose binary is not installed (the build step was
 	// left out) is not started: its files are in place for inspection.
-	var notStarted []string
+	var notStarted, failed []string
 	// Whether each unit ran before this loop: starting one unit starts the
 	// units its Wants= names, on the definitions just written, and those
 	// must not be restarted for changes they already run with.
@@ -454,7 +454,9 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		switch {
 		case !active:
 			if err := env.Sys.Systemctl(ctx, "start", u); err != nil {
-				return res, err
+				failed = append(failed, unitFailure(ctx, env, u, "start", err))
+				detail[u] = "failed to start"
+				continue
 			}
 			res.Changes = append(res.Changes, "started "+u)
 			detail[u] = "started"
@@ -463,7 +465,10 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 			detail[u] = "started"
 		case stale:
 			if err := env.Restart(ctx, u); err != nil {
-				return res, err
+				// The restart stays owed: the next run tries again.
+				failed = append(failed, unitFailure(ctx, env, u, "restart", err))
+				detail[u] = "failed to restart"
+				continue
 			}
 			w := why(have[u], want[u])
 			if w == "" {
@@ -502,7 +507,23 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 			return res, err
 		}
 	}
+	if len(failed) > 0 {
+		return res, fmt.Errorf("%d units failed to start (the others were started):\n%s", len(failed), strings.Join(failed, "\n"))
+	}
 	return res, nil
+}
+
+// unitFailure describes a unit systemd could not start: the error, its
+// state and its last journal lines (why it exited).
+func unitFailure(ctx context.Context, env *agent.Env, unit, verb string, err error) string {
+	msg := fmt.Sprintf("%s: systemctl %s: %v", unit, verb, err)
+	if st, serr := env.Sys.UnitStatus(ctx, unit); serr == nil && st.ActiveState != "" {
+		msg += "; it is " + st.String()
+	}
+	if j, jerr := env.Sys.JournalTail(ctx, unit, JournalLines); jerr == nil && j != "" {
+		msg += "; last journal lines:\n" + j
+	}
+	return msg
 }
 
 // UnmanagedUnits are units the old scripts may have installed that the
