@@ -350,3 +350,21 @@ func TestAUnitThatCannotStartFailsWithItsJournal(t *testing.T) {
 	}
 	h.requireActive(s.Broker().Unit, s.Service("signer").Unit)
 }
+
+// Changing runs take turns: an apply started while another run (here a
+// stand-in holding the run lock, as the renew timer's run would) is busy
+// waits for it, says so, and then converges.
+func TestRunsTakeTurns(t *testing.T) {
+	t.Parallel()
+	h := boot(t)
+	s := fixtureSpec(t)
+	h.root("systemd-run --unit=other-run flock " + agent.RunLockPath + " sleep 3")
+	h.root("for i in $(seq 50); do flock -n " + agent.RunLockPath + " true || exit 0; sleep 0.1; done; exit 1") // until it is held
+	res := h.applyOK(s, "--only", "users")
+	if !strings.Contains(res.Stderr, "waiting for another agent run to finish") {
+		t.Errorf("apply did not wait for the run holding %s:\n%s", agent.RunLockPath, res.Stderr)
+	}
+	if got := h.unitState("other-run"); got != "inactive/dead" && got != "failed/failed" {
+		t.Errorf("apply finished while the other run was still %s", got)
+	}
+}

@@ -172,6 +172,9 @@ func converge(ctx context.Context, o *opts, dryRun, renew bool, stdout, stderr i
 	if err != nil {
 		return err
 	}
+	if !dryRun {
+		r.Lock = func(ctx context.Context) (func(), error) { return agent.LockRun(ctx, env.Root, progress) }
+	}
 	sum, err := r.Run(ctx, env, o.only...)
 	if o.json {
 		if jerr := sum.WriteJSON(stdout); jerr != nil && err == nil {
