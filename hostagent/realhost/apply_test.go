@@ -129,6 +129,28 @@ func TestFullApply(t *testing.T) {
 	st.requireServed()
 	after := st.applyOK(s)
 	requireNoop(t, "apply after a reboot", after)
+
+	// One variable of one worker changes: that unit alone restarts.
+	creds := s.Service("creds")
+	pids := map[string]string{}
+	for _, u := range st.serviceUnits() {
+		pids[u] = strings.TrimSpace(st.root("systemctl show -P MainPID " + u))
+	}
+	creds.Env["RUST_LOG"] = "debug"
+	changed := st.applyOK(s)
+	if c := changed.Summary.Counters; c.Restarts != 1 || c.Reloads != 0 || c.ACMEOrders != 0 {
+		t.Errorf("an env change of %s: counters %+v, want one restart and nothing else", creds.Unit, c)
+	}
+	st.requireActive(st.serviceUnits()...)
+	for u, pid := range pids {
+		now := strings.TrimSpace(st.root("systemctl show -P MainPID " + u))
+		if (u == creds.Unit) == (now == pid) {
+			t.Errorf("%s: main pid %s before, %s after an env change of %s only", u, pid, now, creds.Unit)
+		}
+	}
+	if got := st.environ(creds.Unit)["RUST_LOG"]; got != "debug" {
+		t.Errorf("%s runs with RUST_LOG=%q after the change", creds.Unit, got)
+	}
 }
 
 // requireNoop fails unless every step is ok and nothing was counted.
