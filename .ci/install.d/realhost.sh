@@ -4,7 +4,10 @@
 # the containers' NAT, iproute2 and util-linux (nsenter). Idempotent; runs as
 # root after apt-get update. The Debian root itself is built by the first
 # test that boots a container (~80 s once, cached in
-# /var/cache/agentkeys-realhost).
+# /var/cache/agentkeys-realhost). The host agent's real-host tests also use
+# pebble and pebble-challtestsrv (e2e.sh) and git (hostagent.sh); inside the
+# containers, apt fetches nginx, git, the build tools and Debian's cargo
+# from the same mirror through the NAT.
 set -euo pipefail
 need=()
 command -v systemd-nspawn >/dev/null 2>&1 || need+=(systemd-container)

@@ -123,3 +123,36 @@ func TestRenewCarriesOutAnOwedNginxReload(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, agent.Counters{}, *env.Counters)
 }
+
+// renew fails (non-zero exit, so the timer's unit shows failed) when a due
+// renewal failed, and the outcome is recorded: plan (status) says why.
+func TestRenewFailsWhenADueRenewalFailed(t *testing.T) {
+	ctx := context.Background()
+	s := sandboxtest.Spec(t, &sandboxtest.Repo{Bare: "/nonexistent/agentKeys.git"}, "broker")
+	s.ACME.Resolver = "127.0.0.1:1" // nothing answers: the DNS check fails
+	broker := s.Services[0].Hostname
+	root := t.TempDir()
+	newEnv := func(dry bool) *agent.Env {
+		return &agent.Env{Spec: s, Root: root, Sys: agent.NewSandbox(root), Counters: &agent.Counters{}, Report: &agent.Report{}, DryRun: dry}
+	}
+	// Nothing due: renew passes and records nothing.
+	installCert(t, newEnv(false), broker, time.Now().Add(-time.Hour), time.Now().Add(89*24*time.Hour))
+	_, err := (&Step{RenewOnly: true}).Run(ctx, newEnv(false))
+	require.NoError(t, err)
+	assert.NoFileExists(t, newEnv(false).Path(RenewalRecord(s.StateDir)))
+
+	notAfter := time.Now().Add(10 * 24 * time.Hour)
+	installCert(t, newEnv(false), broker, notAfter.Add(-90*24*time.Hour), notAfter)
+	_, err = (&Step{RenewOnly: true}).Run(ctx, newEnv(false))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "1 due renewals failed")
+	assert.Contains(t, err.Error(), broker+": renewal of "+broker+" failed: DNS A query")
+
+	// apply keeps serving the certificate and passes, as before.
+	_, err = (&Step{}).Run(ctx, newEnv(false))
+	require.NoError(t, err)
+
+	res, err := (&Step{}).Run(ctx, newEnv(true))
+	require.NoError(t, err)
+	assert.Regexp(t, `the last renewal \(apply at [0-9T:Z-]+\) failed for 1 hosts: `+broker+`: renewal of `+broker+` failed: DNS A query`, res.Reason)
+}

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -29,16 +30,17 @@ import (
 	"github.com/agentkeys/agentkeys-infra/hostagent/nginx"
 )
 
-// DefaultConcurrency bounds parallel orders: enough to overlap the CA's
-// validation waits, few enough to stay far from its request-rate limits.
-const DefaultConcurrency = 4
-
 // Step converges one certificate per public hostname.
 type Step struct {
 	// Nginx is re-run after certificates change, flipping those hosts to
 	// Phase B and reloading; nil leaves that to a later nginx step.
 	Nginx *nginx.Step
-	// Concurrency is the number of parallel orders (0 = DefaultConcurrency, 1 = sequential).
+	// Concurrency bounds parallel orders (0 = every hostname at once, 1 =
+	// sequential). A stack has nine hostnames, far below the CA's request
+	// limits, and each order mostly waits on the CA's validation: ordering
+	// them all at once makes issuing all of them cost about one. Each host
+	// still has its own deadline and outcome: one failing name holds none
+	// of the others.
 	Concurrency int
 	// RenewOnly (the renew command) leaves hosts without a certificate alone.
 	RenewOnly bool
@@ -86,6 +88,7 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	// certificate stays in place and the host still counts as issued.
 	current := map[string]certInfo{}
 	fromCertbot := false // a certificate adopted from certbot is in use
+	hadCert := map[string]bool{}
 	for _, h := range hosts {
 		if !env.DryRun {
 			if r, err := recoverPair(env, h); err != nil {
@@ -98,6 +101,7 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		fc, pk := nginx.CertFiles(h)
 		cur, err := readCert(env.Path(fc), env.Path(pk), h)
 		have := err == nil
+		hadCert[h] = have
 		m := readMeta(env.Path(metaFile(path.Dir(fc))))
 		if have && m.Source == "certbot" {
 			fromCertbot = true
@@ -216,6 +220,27 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		}
 		reasons = append(reasons, fmt.Sprintf("%d of %d hosts skipped: %s", len(skipped), len(hosts), strings.Join(parts, "; ")))
 	}
+	// Renewals: hosts that had a certificate and were ordered again.
+	renewed, renewFailed := []string{}, map[string]string{}
+	for _, h := range toOrder {
+		if !hadCert[h] {
+			continue
+		}
+		switch o := results[h]; o.kind {
+		case "issued", "adopted":
+			renewed = append(renewed, h)
+		default:
+			renewFailed[h] = o.reason
+		}
+	}
+	last, err := s.renewalRecord(env, &res, renewed, renewFailed)
+	if err != nil {
+		return res, err
+	}
+	if env.DryRun && len(last.Failed) > 0 {
+		// status: why the last renewal (the timer's, or an apply's) failed.
+		reasons = append(reasons, last.describe())
+	}
 	res.Reason = strings.Join(reasons, "; ")
 	// A run killed after storing a certificate and before the reload left
 	// the reload owed (store records it): carry it out even if nothing
@@ -233,7 +258,80 @@ func (s *Step) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 			return res, fmt.Errorf("certificates are in place but the nginx flip to TLS failed: %w", err)
 		}
 	}
+	if s.RenewOnly && len(renewFailed) > 0 {
+		// renew's exit status is what the timer's unit shows: a due
+		// renewal that failed must fail it, not pass as a quiet reason.
+		var hs []string
+		for _, h := range hosts {
+			if r, ok := renewFailed[h]; ok {
+				hs = append(hs, h+": "+r)
+			}
+		}
+		return res, fmt.Errorf("%d due renewals failed (the current certificates keep serving until they expire; the next renew retries): %s",
+			len(hs), strings.Join(hs, "; "))
+	}
 	return res, nil
+}
+
+// RenewalRecord is the host path of the last renewal attempt's outcome,
+// which status reports.
+func RenewalRecord(stateDir string) string {
+	return path.Join(agent.AgentDir(stateDir), "renewal.json")
+}
+
+type renewal struct {
+	Time    time.Time         `json:"time"`
+	Command string            `json:"command"` // renew or apply
+	Renewed []string          `json:"renewed"`
+	Failed  map[string]string `json:"failed"`
+}
+
+func (r renewal) describe() string {
+	var hs []string
+	for h := range r.Failed {
+		hs = append(hs, h)
+	}
+	sort.Strings(hs)
+	var parts []string
+	for _, h := range hs {
+		parts = append(parts, h+": "+r.Failed[h])
+	}
+	return fmt.Sprintf("the last renewal (%s at %s) failed for %d hosts: %s", r.Command, r.Time.UTC().Format(time.RFC3339), len(hs), strings.Join(parts, "; "))
+}
+
+// renewalRecord returns the last renewal record, after recording this
+// run's renewals when it attempted any (a run that renews nothing writes
+// nothing, so a no-op apply stays one).
+func (s *Step) renewalRecord(env *agent.Env, res *agent.Result, renewed []string, failed map[string]string) (renewal, error) {
+	var last renewal
+	p := RenewalRecord(env.Spec.StateDir)
+	if _, err := fsx.ReadJSON(env.Root, p, &last); err != nil {
+		last = renewal{} // unreadable: as if absent; the next renewal rewrites it
+	}
+	if env.DryRun || len(renewed)+len(failed) == 0 {
+		return last, nil
+	}
+	cmd := "apply"
+	if s.RenewOnly {
+		cmd = "renew"
+	}
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
+	}
+	rec := renewal{Time: now(), Command: cmd, Renewed: renewed, Failed: failed}
+	owner, err := env.Owner("", "")
+	if err != nil {
+		return last, err
+	}
+	if _, err := env.EnsureDir(nil, agent.AgentDir(env.Spec.StateDir), 0o700, owner); err != nil {
+		return last, err
+	}
+	b, _ := json.MarshalIndent(rec, "", "  ")
+	if _, err := env.WriteFile(nil, p, append(b, '\n'), 0o600, owner); err != nil {
+		return last, err
+	}
+	return rec, nil
 }
 
 func verb(env *agent.Env, v string) string {
@@ -349,10 +447,10 @@ func (s *Step) order(ctx context.Context, env *agent.Env, res *agent.Result, hos
 		cfg.CADirURL = sp.ACME.Directory
 		cfg.UserAgent = "agentkeys-hostagent"
 		if s.HTTPClient != nil {
-			// A copy per client: lego wraps the client's Transport in place.
-			hc := *s.HTTPClient
-			cfg.HTTPClient = &hc
+			cfg.HTTPClient = s.HTTPClient
 		}
+		// A copy per client: lego wraps the client's Transport in place.
+		cfg.HTTPClient = withPollHint(cfg.HTTPClient)
 		c, err := lego.NewClient(cfg)
 		if err != nil {
 			return nil, fmt.Errorf("ACME directory %s: %w", sp.ACME.Directory, err)
@@ -433,7 +531,7 @@ func (s *Step) order(ctx context.Context, env *agent.Env, res *agent.Result, hos
 
 	n := s.Concurrency
 	if n <= 0 {
-		n = DefaultConcurrency
+		n = len(ready)
 	}
 	if n > len(ready) {
 		n = len(ready)

@@ -34,6 +34,9 @@ type HealthCheck struct {
 	URL    string `json:"url"`
 	OK     bool   `json:"ok"`
 	Detail string `json:"detail,omitempty"`
+	// Unit and UnitState: the service's unit and systemd's state of it.
+	Unit      string `json:"unit,omitempty"`
+	UnitState string `json:"unitState,omitempty"`
 }
 
 // HostsSummary lists hostnames with a certificate in place (issued this run

@@ -289,6 +289,35 @@ func (h *Host) InstallRustToolchain(ctx context.Context) (bool, string, error) {
 	return true, "", nil
 }
 
+// UnitStatus reads ActiveState, SubState, NRestarts and MainPID.
+func (h *Host) UnitStatus(ctx context.Context, unit string) (UnitStatus, error) {
+	out, err := h.cmd(ctx, nil, "systemctl", "show", "--property=ActiveState,SubState,NRestarts,MainPID", unit)
+	if err != nil {
+		return UnitStatus{}, err
+	}
+	var st UnitStatus
+	for _, l := range strings.Split(string(out), "\n") {
+		k, v, _ := strings.Cut(strings.TrimSpace(l), "=")
+		switch k {
+		case "ActiveState":
+			st.ActiveState = v
+		case "SubState":
+			st.SubState = v
+		case "NRestarts":
+			st.NRestarts, _ = strconv.Atoi(v)
+		case "MainPID":
+			st.MainPID, _ = strconv.Atoi(v)
+		}
+	}
+	return st, nil
+}
+
+// JournalTail is journalctl's last n lines of the unit (this boot).
+func (h *Host) JournalTail(ctx context.Context, unit string, n int) (string, error) {
+	out, err := h.cmd(ctx, nil, "journalctl", "--no-pager", "--boot", "-o", "short-iso", "-n", strconv.Itoa(n), "-u", unit)
+	return strings.TrimSpace(string(out)), err
+}
+
 func (h *Host) NginxTest(ctx context.Context) error {
 	_, err := h.cmd(ctx, nil, "nginx", "-t", "-q")
 	return err

@@ -44,6 +44,9 @@ type Runner struct {
 	Steps []Step
 	// Out receives one progress line per step (and detail lines for changes).
 	Out io.Writer
+	// Lock, when set, is taken once the run's input is checked and before
+	// any step runs, and released when the run ends (LockRun).
+	Lock func(ctx context.Context) (unlock func(), err error)
 }
 
 // Names lists the runnable step names in order.
@@ -88,6 +91,13 @@ func (r *Runner) Run(ctx context.Context, env *Env, only ...string) (*Summary, e
 		if !known[o] {
 			return r.finish(sum, env, BadInput(fmt.Errorf("unknown step %q; steps are: %s", o, strings.Join(r.Names(), ", "))))
 		}
+	}
+	if r.Lock != nil {
+		unlock, err := r.Lock(ctx)
+		if err != nil {
+			return r.finish(sum, env, err)
+		}
+		defer unlock()
 	}
 	var list []Step
 	if r.Guard != nil {

@@ -296,6 +296,38 @@ func (s *Sandbox) Environ(unit string) ([]string, error) {
 // PID is the pid of unit's process (0 when it has none).
 func (s *Sandbox) PID(unit string) int { return s.pid(unit) }
 
+// UnitStatus is active/running while the unit's process lives, failed/dead
+// once it died, and unknown ("") for a unit the sandbox never started.
+func (s *Sandbox) UnitStatus(_ context.Context, unit string) (UnitStatus, error) {
+	if !strings.HasSuffix(unit, ".service") {
+		if _, err := os.Stat(s.dir("active", unit)); err == nil {
+			return UnitStatus{ActiveState: "active", SubState: "waiting"}, nil
+		}
+		return UnitStatus{}, nil
+	}
+	pid := s.pid(unit)
+	switch {
+	case pid == 0:
+		return UnitStatus{}, nil
+	case alive(pid):
+		return UnitStatus{ActiveState: "active", SubState: "running", MainPID: pid}, nil
+	}
+	return UnitStatus{ActiveState: "failed", SubState: "dead"}, nil
+}
+
+// JournalTail is the end of the unit's output log.
+func (s *Sandbox) JournalTail(_ context.Context, unit string, n int) (string, error) {
+	b, err := os.ReadFile(fsx.HostPath(s.Root, "/var/log/sandbox/"+unit+".log"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n"), err
+}
+
 // Cmdline returns the arguments of unit's running process.
 func (s *Sandbox) Cmdline(unit string) ([]string, error) {
 	pid := s.pid(unit)

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 )
 
 // UserSpec is an account the agent ensures exists.
@@ -45,10 +46,34 @@ type System interface {
 	// with rustup (RustupCommand) when cargo is not found (LookCargo);
 	// skipped is a reason when the System cannot (the sandbox).
 	InstallRustToolchain(ctx context.Context) (installed bool, skipped string, err error)
+	// UnitStatus is systemd's state of a unit; ActiveState is "" when the
+	// System does not know the unit (the sandbox never started it).
+	UnitStatus(ctx context.Context, unit string) (UnitStatus, error)
+	// JournalTail returns the last n lines the unit logged.
+	JournalTail(ctx context.Context, unit string, n int) (string, error)
 	// NginxTest runs nginx -t on the live configuration.
 	NginxTest(ctx context.Context) error
 	// NginxReload asks a running nginx to reload (HUP), or starts it.
 	NginxReload(ctx context.Context) error
+}
+
+// UnitStatus is what systemctl show says of a unit.
+type UnitStatus struct {
+	ActiveState string // active, activating, failed, inactive...
+	SubState    string // running, auto-restart, dead...
+	NRestarts   int    // restarts by Restart= since the unit was started
+	MainPID     int
+}
+
+// Running reports an active unit with its process up.
+func (u UnitStatus) Running() bool { return u.ActiveState == "active" }
+
+func (u UnitStatus) String() string {
+	s := u.ActiveState + "/" + u.SubState
+	if u.NRestarts > 0 {
+		s += fmt.Sprintf(", restarted %d times", u.NRestarts)
+	}
+	return s
 }
 
 // ErrNoUser is returned by LookupUser/LookupGroup for an absent account.

@@ -67,7 +67,7 @@ func TestRenewalReRegistersWhenTheCAForgotTheAccount(t *testing.T) {
 		t.Errorf("changes %v do not report the re-registration", res.Changes)
 	}
 	for _, name := range []string{"broker", "signer"} {
-		if body, err := FetchTLS(ctx, r.ca.Roots, hosts[name], r.httpsPort, "/healthz"); err != nil || !strings.HasPrefix(body, name+" ok") {
+		if body, err := FetchTLS(ctx, r.ca.Roots, hosts[name], r.httpsPort, "/healthz?who"); err != nil || !strings.HasPrefix(body, name+" ok") {
 			t.Errorf("%s not served with a certificate from the restarted CA: %q %v", name, body, err)
 		}
 	}

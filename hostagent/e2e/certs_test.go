@@ -82,7 +82,7 @@ func TestConvergeIssuesServesAndIsIdempotent(t *testing.T) {
 
 	ctx := context.Background()
 	for _, name := range []string{"broker", "signer", "audit"} {
-		body, err := FetchTLS(ctx, r.ca.Roots, hosts[name], r.httpsPort, "/healthz")
+		body, err := FetchTLS(ctx, r.ca.Roots, hosts[name], r.httpsPort, "/healthz?who")
 		if err != nil {
 			t.Errorf("https://%s/healthz through nginx: %v", hosts[name], err)
 			continue
@@ -153,7 +153,7 @@ func TestConvergeIssuesServesAndIsIdempotent(t *testing.T) {
 	if d := diffSnapshots(live, sites(t, r.root)); len(d) > 0 {
 		t.Errorf("broken render left changed vhost files: %v", d)
 	}
-	if body, err := FetchTLS(ctx, r.ca.Roots, hosts["signer"], r.httpsPort, "/healthz"); err != nil || !strings.HasPrefix(body, "signer ok") {
+	if body, err := FetchTLS(ctx, r.ca.Roots, hosts["signer"], r.httpsPort, "/healthz?who"); err != nil || !strings.HasPrefix(body, "signer ok") {
 		t.Errorf("after the rejected render, signer is not served: %q %v", body, err)
 	}
 	// And the next good run is a no-op again.

@@ -31,6 +31,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agentkeys/agentkeys-infra/contract"
 	"github.com/agentkeys/agentkeys-infra/internal/testkit/ports"
 )
 
@@ -207,6 +208,13 @@ type CAOptions struct {
 	DNS string
 	// Env adds pebble settings.
 	Env []string
+	// Addr is the IPv4 address pebble and challtestsrv listen on (default
+	// 127.0.0.1); pebble's listener certificate names it. A host in its own
+	// network namespace (a container) reaches them there.
+	Addr string
+	// DefaultIPv4 is challtestsrv's answer for every name (default
+	// 127.0.0.1): the address pebble validates HTTP-01 against.
+	DefaultIPv4 string
 }
 
 // StartCA starts challtestsrv (DNS answering 127.0.0.1 for every name, no
@@ -226,11 +234,18 @@ func StartCAWith(dir string, httpPort int, o CAOptions) (*CA, error) {
 		}
 		ports[i] = p
 	}
+	addr, answer := o.Addr, o.DefaultIPv4
+	if addr == "" {
+		addr = "127.0.0.1"
+	}
+	if answer == "" {
+		answer = "127.0.0.1"
+	}
 	ca := &CA{
-		Directory: fmt.Sprintf("https://127.0.0.1:%d/dir", ports[0]),
-		mgmt:      fmt.Sprintf("127.0.0.1:%d", ports[1]),
-		DNS:       fmt.Sprintf("127.0.0.1:%d", ports[2]),
-		dnsMgmt:   fmt.Sprintf("127.0.0.1:%d", ports[3]),
+		Directory: fmt.Sprintf("https://%s:%d/dir", addr, ports[0]),
+		mgmt:      fmt.Sprintf("%s:%d", addr, ports[1]),
+		DNS:       fmt.Sprintf("%s:%d", addr, ports[2]),
+		dnsMgmt:   fmt.Sprintf("%s:%d", addr, ports[3]),
 		dir:       dir,
 		env:       o.Env,
 		netns:     o.Netns,
@@ -240,7 +255,7 @@ func StartCAWith(dir string, httpPort int, o CAOptions) (*CA, error) {
 	} else {
 		var err error
 		ca.challsrv, err = startIn(o.Netns, dir, "challtestsrv.log", nil, "pebble-challtestsrv",
-			"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
+			"-defaultIPv4", answer, "-defaultIPv6", "",
 			"-dnsserver", ca.DNS, "-management", ca.dnsMgmt,
 			"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "")
 		if err != nil {
@@ -251,7 +266,7 @@ func StartCAWith(dir string, httpPort int, o CAOptions) (*CA, error) {
 			return nil, err
 		}
 	}
-	certPEM, keyPEM, err := selfSigned()
+	certPEM, keyPEM, err := selfSigned(addr)
 	if err != nil {
 		ca.Close()
 		return nil, err
@@ -363,7 +378,7 @@ func (ca *CA) PebbleLog() string {
 	return ca.pebble.Log()
 }
 
-func selfSigned() ([]byte, []byte, error) {
+func selfSigned(addr string) ([]byte, []byte, error) {
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
@@ -374,7 +389,7 @@ func selfSigned() ([]byte, []byte, error) {
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(addr)},
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
@@ -390,7 +405,18 @@ func selfSigned() ([]byte, []byte, error) {
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}), nil
 }
 
-// StandIns are tiny HTTP services answering /healthz with their name; the
+// healthyBody is the body the contract's service answers /healthz with.
+func healthyBody(name string) string {
+	for _, c := range contract.Catalog("heima") {
+		if c.Name == name && c.Health.JSON {
+			return `{"ok":true}`
+		}
+	}
+	return "ok"
+}
+
+// StandIns are tiny HTTP services answering /healthz with the contract's
+// healthy body (and, for /healthz?who, with their name); the
 // broker also answers its OIDC discovery (issuer https://<its hostname>) and
 // a JWKS with one ES256 key, as the agent's health step checks them.
 type StandIns struct {
@@ -410,7 +436,12 @@ func StartStandIns(names []string) (*StandIns, error) {
 		name := n
 		mux := http.NewServeMux()
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "%s ok host=%s proto=%s\n", name, r.Host, r.Header.Get("X-Forwarded-Proto"))
+			if _, who := r.URL.Query()["who"]; who {
+				// Tests ask which service answered (nginx's routing).
+				fmt.Fprintf(w, "%s ok host=%s proto=%s\n", name, r.Host, r.Header.Get("X-Forwarded-Proto"))
+				return
+			}
+			fmt.Fprint(w, healthyBody(name))
 		})
 		if name == "broker" {
 			issuer := "https://" + Hostnames()["broker"]

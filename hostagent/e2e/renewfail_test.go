@@ -37,8 +37,9 @@ func TestFailedRenewalKeepsTheBrokerIssuedAndHealthy(t *testing.T) {
 		Now: func() time.Time { return time.Now().Add(61 * 24 * time.Hour) }}
 	env := r.env(t)
 	res, err := renew.Run(ctx, env)
-	if err != nil {
-		t.Fatalf("renew: %v", err)
+	// renew fails (the timer's unit shows it), but the host stays issued.
+	if err == nil || !strings.Contains(err.Error(), "1 due renewals failed") {
+		t.Fatalf("renew: %v, want the failed due renewal as its error", err)
 	}
 	if env.Counters.ACMEOrders != 0 {
 		t.Errorf("ordered %d though DNS points elsewhere", env.Counters.ACMEOrders)

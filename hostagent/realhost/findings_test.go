@@ -5,6 +5,7 @@ import (
 	"path"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/agentkeys/agentkeys-infra/hostagent/acme"
 	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
@@ -19,6 +20,7 @@ import (
 // state dirs, and reloads nginx. Only the ExecStart is swapped for those
 // actions; every hardening line is the unit's own.
 func TestRenewUnitCanTestAndFlipNginx(t *testing.T) {
+	t.Parallel()
 	h := boot(t)
 	s := fixtureSpec(t)
 	h.root("apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >/dev/null")
@@ -65,31 +67,23 @@ func TestRenewUnitCanTestAndFlipNginx(t *testing.T) {
 }
 
 // One crash-looping worker must not fail the healthy services' checks: each
-// check has its own deadline, and the dead one reports its own error.
+// check has its own deadline, and the dead one reports its own error. The
+// units are the agent's own, started by real systemd; the audit worker's
+// binary exits at once, so systemd keeps restarting it.
 func TestHealthChecksDoNotShareOneDeadline(t *testing.T) {
+	t.Parallel()
 	h := boot(t)
-	_, standin := binaries(t)
 	s := fixtureSpec(t, "broker", "audit", "signer") // audit is checked before signer and the broker's documents
 	s.HealthTimeoutSeconds = 5
-	h.install(standin, "/usr/local/bin/standin", 0o755)
-	keypair := path.Join(s.StateDir, "test-oidc-keypair.json")
-	h.writeRoot(keypair, es256JWK(t), 0o600)
+	h.installStandin()
 	for _, svc := range s.Services {
-		unit := "standin-" + svc.Name
 		if svc.Name == "audit" {
-			// Crash-looping: exits at once, restarted by systemd, never listens.
-			h.root(fmt.Sprintf("systemd-run --unit=%s -p Restart=always -p RestartSec=1 /bin/sh -c 'sleep 0.3; exit 1'", unit))
+			h.writeRoot(svc.Install, []byte("#!/bin/sh\necho audit crashing >&2\nsleep 0.3\nexit 1\n"), 0o755)
 			continue
 		}
-		env := fmt.Sprintf("--setenv=STANDIN_ADDR=127.0.0.1:%d --setenv=STANDIN_NAME=%s", svc.Port, svc.Name)
-		if svc.Name == "broker" {
-			env += " --setenv=BROKER_OIDC_ISSUER=" + s.Issuer + " --setenv=BROKER_OIDC_KEYPAIR_PATH=" + keypair
-		}
-		h.root(fmt.Sprintf("systemd-run --unit=%s %s /usr/local/bin/standin", unit, env))
-		h.root(fmt.Sprintf("for i in $(seq 100); do curl -fsS http://127.0.0.1:%d%s >/dev/null && exit 0; sleep 0.1; done; exit 1", svc.Port, svc.Health))
+		h.root("ln -sfn " + StandinPath + " " + svc.Install)
 	}
-
-	res := h.apply(s, "--only", "health")
+	res := h.apply(s, "--only", "users,secrets,units,health")
 	if res.Code == 0 {
 		t.Fatal("apply passed with a crash-looping worker")
 	}
@@ -106,11 +100,38 @@ func TestHealthChecksDoNotShareOneDeadline(t *testing.T) {
 	if reason := res.step(t, "health").Reason; !strings.Contains(reason, "1 of 5 checks failed") {
 		t.Errorf("health reason %q, want exactly the dead worker failing", reason)
 	}
+	// The check says what systemd says: the unit crash-loops, and why.
+	unit := s.Service("audit").Unit
+	for _, want := range []string{"unit " + unit + " is activating/auto-restart", "last journal lines of " + unit, "audit crashing"} {
+		if !strings.Contains(audit.Detail, want) {
+			t.Errorf("the crash-looping worker's check lacks %q:\n%s", want, audit.Detail)
+		}
+	}
+
+	// Once systemd gives up (failed), another process answering on the
+	// worker's port, with a healthy body, is not the worker being healthy.
+	deadline := time.Now().Add(2 * time.Minute)
+	for h.unitState(unit) != "failed/failed" {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never reached failed (StartLimitBurst): %s\n%s", unit, h.unitState(unit), h.Journal(unit))
+		}
+		time.Sleep(time.Second)
+	}
+	port := s.Service("audit").Port
+	h.root(fmt.Sprintf("systemd-run --unit=squatter --setenv=AGENTKEYS_WORKER_AUDIT_BIND=127.0.0.1:%d --setenv=AGENTKEYS_WORKER_AUDIT_LEAVES_DIR=/tmp %s agentkeys-worker-audit", port, StandinPath))
+	h.root(fmt.Sprintf("for i in $(seq 100); do curl -fsS http://127.0.0.1:%d/healthz >/dev/null && exit 0; sleep 0.1; done; exit 1", port))
+	res = h.apply(s, "--only", "health")
+	audit = res.Summary.Health["audit"]
+	if res.Code == 0 || audit.OK || !strings.Contains(audit.Detail, "it answers, but its unit "+unit+" is failed/failed, restarted 5 times: another process holds port") ||
+		!strings.Contains(audit.Detail, "audit crashing") || !strings.HasPrefix(audit.UnitState, "failed/failed") {
+		t.Errorf("a failed unit whose port another process answers: exit %d, check %+v", res.Code, audit)
+	}
 }
 
 // On a Debian host: --skip build installs no Rust toolchain; and when the
 // toolchain install does run and cannot download, the failure is curl's.
 func TestPackagesRustToolchainOnDebian(t *testing.T) {
+	t.Parallel()
 	h := boot(t)
 	s := fixtureSpec(t)
 	s.Build.Command = nil // the default build: cargo
@@ -150,6 +171,7 @@ func TestPackagesRustToolchainOnDebian(t *testing.T) {
 // Debian has no ec2-instance-connect package: the users step creates both
 // users, says why Instance Connect is not wired, and leaves sshd alone.
 func TestUsersOnDebianWithoutInstanceConnect(t *testing.T) {
+	t.Parallel()
 	h := boot(t)
 	s := fixtureSpec(t)
 	res := h.apply(s, "--only", "users")
@@ -173,14 +195,21 @@ func TestUsersOnDebianWithoutInstanceConnect(t *testing.T) {
 // repository): it is installed through apt, the drop-in goes live with a
 // real sshd reload, and that reload is counted.
 func TestUsersWithInstanceConnectPackageReloadsAndCountsSSHD(t *testing.T) {
+	t.Parallel()
 	h := boot(t)
 	s := fixtureSpec(t)
 	h.root(eicRepoScript)
 
-	res := h.apply(s, "--only", "users")
+	// sshd re-executes itself on the reload, closing its listening socket
+	// for a moment: a connection made as soon as the agent is done (the
+	// bring-up's next command) must not be refused.
+	res := h.applyThen(s, "if bash -c 'exec 3<>/dev/tcp/127.0.0.1/22' 2>/dev/null; then echo sshd-accepts; else echo sshd-refuses; fi", "--only", "users")
 	us := res.step(t, "users")
 	if res.Code != 0 {
 		t.Fatalf("users: %+v", us)
+	}
+	if !strings.Contains(res.Stderr, "sshd-accepts") {
+		t.Errorf("a connection right after the apply that reloaded sshd was refused:\n%s", res.Stderr)
 	}
 	changes := strings.Join(us.Changes, "\n")
 	for _, want := range []string{"installed " + steps.EICPackage, "wrote " + steps.SSHDDropIn, "reloaded sshd"} {
@@ -230,11 +259,12 @@ rm -rf $d`
 // nothing. The services' binaries are the stand-in, where the build step
 // installs them; real systemd starts each hardened unit.
 func TestDaemonReloadIsCounted(t *testing.T) {
+	t.Parallel()
 	h := boot(t)
-	_, standin := binaries(t)
 	s := fixtureSpec(t)
+	h.installStandin()
 	for _, svc := range s.Services {
-		h.install(standin, steps.BinPath(svc.Name), 0o755)
+		h.root("ln -sfn " + StandinPath + " " + svc.Install)
 	}
 	res := h.apply(s, "--only", "users,secrets,units")
 	if res.Code != 0 {
@@ -247,14 +277,94 @@ func TestDaemonReloadIsCounted(t *testing.T) {
 	if n := res.Summary.Counters.Reloads; n != 1 {
 		t.Errorf("counters.reloads = %d after one daemon-reload, want 1", n)
 	}
+	var units []string
 	for _, svc := range s.Services {
-		unit := "agentkeys-" + svc.Name + ".service"
-		if got := strings.TrimSpace(h.Run("systemctl is-active " + unit).Stdout); got != "active" {
-			t.Errorf("%s is %s:\n%s", unit, got, h.Journal(unit))
-		}
+		units = append(units, svc.Unit)
 	}
+	h.requireActive(units...)
 	again := h.apply(s, "--only", "users,secrets,units")
 	if c := again.Summary.Counters; again.Code != 0 || c != (agent.Counters{}) {
 		t.Errorf("second apply: exit %d, counters %+v, want a no-op", again.Code, c)
+	}
+}
+
+// Units ordered after the broker (the signer, the workers) start only once
+// the broker serves: the broker rewrites the session public key the signer
+// reads at each boot, and with Type=simple, After= alone lets the signer
+// start while the broker is still booting (seen on a reboot: the signer
+// read an empty file, exit 2). Here the broker boots slowly and the file is
+// empty, as a rewrite leaves it, when the signer's start pulls the broker in.
+func TestDependentsStartAfterTheBrokerServes(t *testing.T) {
+	t.Parallel()
+	h := boot(t)
+	s := fixtureSpec(t, "backend", "signer")
+	s.Broker().Env["BROKER_SHUTDOWN_GRACE_SECONDS"] = "1" // a quick stop
+	h.installStandin()
+	for _, svc := range s.Services {
+		if svc.Name == "broker" {
+			h.writeRoot(svc.Install, []byte("#!/bin/sh\nsleep 1\nexec "+StandinPath+" agentkeys-broker-server \"$@\"\n"), 0o755)
+			continue
+		}
+		h.root("ln -sfn " + StandinPath + " " + svc.Install)
+	}
+	h.applyOK(s, "--only", "users,secrets,units")
+	signer := s.Service("signer").Unit
+	k, _ := s.Keypair("session")
+	h.root("systemctl stop " + signer + " " + s.Broker().Unit + " && : > " + k.PublicPEM)
+	if r := h.try("systemctl start " + signer); r.Code != 0 {
+		t.Fatalf("systemctl start %s: %s\n%s", signer, r, h.Journal(signer))
+	}
+	// Until the signer serves (it reads the key at startup), or gives up.
+	port := s.Service("signer").Port
+	if r := h.try(fmt.Sprintf("for i in $(seq 150); do curl -fsS http://127.0.0.1:%d/healthz >/dev/null && exit 0; sleep 0.1; done; exit 1", port)); r.Code != 0 {
+		t.Errorf("%s does not serve within 15 s (%s):\n%s", signer, h.unitState(signer), h.Journal(signer))
+	}
+	if n := strings.TrimSpace(h.root("systemctl show -P NRestarts " + signer)); n != "0" {
+		t.Errorf("%s restarted %s times: it started before the broker had written its key:\n%s", signer, n, h.Journal(signer))
+	}
+}
+
+// A unit that cannot start (here: another process holds the backend's
+// port) fails the units step with systemd's word and the unit's journal,
+// and the other units are still started.
+func TestAUnitThatCannotStartFailsWithItsJournal(t *testing.T) {
+	t.Parallel()
+	h := boot(t)
+	s := fixtureSpec(t, "backend", "signer")
+	h.installStandin()
+	for _, svc := range s.Services {
+		h.root("ln -sfn " + StandinPath + " " + svc.Install)
+	}
+	backend := s.Service("backend")
+	h.root(fmt.Sprintf("systemd-run --unit=squatter --setenv=AGENTKEYS_WORKER_AUDIT_BIND=127.0.0.1:%d --setenv=AGENTKEYS_WORKER_AUDIT_LEAVES_DIR=/tmp %s agentkeys-worker-audit", backend.Port, StandinPath))
+	h.root(fmt.Sprintf("for i in $(seq 100); do curl -fsS http://127.0.0.1:%d/healthz >/dev/null && exit 0; sleep 0.1; done; exit 1", backend.Port))
+	res := h.apply(s, "--only", "users,secrets,units")
+	units := res.step(t, "units")
+	if res.Code == 0 || units.Status != agent.Failed {
+		t.Fatalf("apply passed although %s cannot start: %+v", backend.Unit, units)
+	}
+	for _, want := range []string{backend.Unit + ": systemctl start", "last journal lines:", "in use"} {
+		if !strings.Contains(units.Reason, want) {
+			t.Errorf("the units step's error lacks %q:\n%s", want, units.Reason)
+		}
+	}
+	h.requireActive(s.Broker().Unit, s.Service("signer").Unit)
+}
+
+// Changing runs take turns: an apply started while another run (here a
+// stand-in holding the run lock, as the renew timer's run would) is busy
+// waits for it, says so, and then converges.
+func TestRunsTakeTurns(t *testing.T) {
+	t.Parallel()
+	h := boot(t)
+	s := fixtureSpec(t)
+	h.root("systemd-run --unit=other-run flock " + agent.RunLockPath + " sleep 3")
+	h.root("for i in $(seq 50); do flock -n " + agent.RunLockPath + " true || exit 0; sleep 0.1; done; exit 1") // until it is held
+	res := h.applyOK(s, "--only", "users")
+	if !strings.Contains(res.Stderr, "waiting for another agent run to finish") {
+		t.Errorf("apply did not wait for the run holding %s:\n%s", agent.RunLockPath, res.Stderr)
+	}
+	if got := h.unitState("other-run"); got != "inactive/dead" && got != "failed/failed" {
+		t.Errorf("apply finished while the other run was still %s", got)
 	}
 }

@@ -5,17 +5,12 @@ package realhost_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path"
-	"path/filepath"
-	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -23,52 +18,73 @@ import (
 
 	"github.com/agentkeys/agentkeys-infra/components"
 	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
+	"github.com/agentkeys/agentkeys-infra/hostagent/fsx"
 	"github.com/agentkeys/agentkeys-infra/hostagent/internal/sandboxtest"
 	"github.com/agentkeys/agentkeys-infra/hostagent/spec"
 	"github.com/agentkeys/agentkeys-infra/infra/program"
+	"github.com/agentkeys/agentkeys-infra/internal/testkit/agentkeysws"
 	"github.com/agentkeys/agentkeys-infra/internal/testkit/realhost"
 )
 
-var (
-	binOnce             sync.Once
-	binDir              string
-	agentBin, standinBn string
-	binErr              error
-)
+// FiguresEnv names the file `make test-realhost` prints the figures from.
+const FiguresEnv = "AGENTKEYS_REALHOST_FIGURES"
+
+var figures struct {
+	sync.Mutex
+	m map[string]string
+}
+
+// figure records one of the figures make test-realhost prints.
+func figure(name string, v any) {
+	figures.Lock()
+	defer figures.Unlock()
+	if figures.m == nil {
+		figures.m = map[string]string{}
+	}
+	switch x := v.(type) {
+	case time.Duration:
+		figures.m[name] = fmt.Sprintf("%.2f", x.Seconds())
+	default:
+		figures.m[name] = fmt.Sprint(x)
+	}
+}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
+	agentkeysws.Cleanup()
+	figures.Lock()
+	if f := os.Getenv(FiguresEnv); f != "" && len(figures.m) > 0 {
+		var keys []string
+		for k := range figures.m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		var b strings.Builder
+		for _, k := range keys {
+			fmt.Fprintf(&b, "%s: %s\n", k, figures.m[k])
+		}
+		if fh, err := os.OpenFile(f, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err == nil {
+			fh.WriteString(b.String())
+			fh.Close()
+		}
 	}
+	figures.Unlock()
 	os.Exit(code)
 }
 
-// binaries are the agent the program ships (program.AgentBinary) and the
-// services' stand-in, both static for the container.
-func binaries(t *testing.T) (agentPath, standinPath string) {
+// agentBinary is the agent the program ships (program.AgentBinary).
+func agentBinary(t *testing.T) string {
 	t.Helper()
-	binOnce.Do(func() {
-		if agentBin, _, binErr = program.AgentBinary("", runtime.GOARCH); binErr != nil {
-			return
-		}
-		if binDir, binErr = os.MkdirTemp("", "realhost-bin-"); binErr != nil {
-			return
-		}
-		_, self, _, _ := runtime.Caller(0)
-		standinBn = filepath.Join(binDir, "standin")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", standinBn, ".")
-		cmd.Dir = filepath.Join(filepath.Dir(self), "..", "internal", "standin")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("building the stand-in: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
+	p, _, err := program.AgentBinary("", "amd64")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return agentBin, standinBn
+	return p
 }
+
+// StandinPath is where the tests put the static contract stand-in in a
+// container: the cargo workspace's shims exec it by this absolute path.
+const StandinPath = "/opt/agentkeys-standin/agentkeys-standin"
 
 // host is a booted container the agent is deployed to.
 type host struct {
@@ -82,7 +98,8 @@ func boot(t *testing.T) *host {
 	return &host{Host: h, t: t}
 }
 
-// fixtureSpec is the host agent fixtures' spec (stack test-2).
+// fixtureSpec is the host agent fixtures' spec (stack test-2, free ports,
+// the fixture repository's build).
 func fixtureSpec(t *testing.T, services ...string) *spec.HostSpec {
 	t.Helper()
 	return sandboxtest.Spec(t, sandboxtest.NewRepo(t), services...)
@@ -93,15 +110,63 @@ func fixtureSpec(t *testing.T, services ...string) *spec.HostSpec {
 // (identity check with the staged agent, install with sudo -n, apply
 // --json), here with flags to run only the steps under test.
 type run struct {
-	Code    int
-	Summary agent.Summary
-	Stderr  string
+	Code     int
+	Summary  agent.Summary
+	Stdout   string
+	Stderr   string
+	Duration time.Duration // the apply command alone (not the staging)
+	JSON     bool          // a summary was printed
 }
 
+// apply runs the bring-up and requires a JSON summary.
 func (h *host) apply(s *spec.HostSpec, flags ...string) run {
 	h.t.Helper()
-	agentPath, _ := binaries(h.t)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	r := h.bringUp(s, "", "", flags...)
+	if !r.JSON {
+		h.t.Fatalf("apply %v: exit %d, no JSON summary:\nstdout:\n%s\nstderr:\n%s", flags, r.Code, r.Stdout, r.Stderr)
+	}
+	return r
+}
+
+// applyOK is apply that fails the test unless the apply exits 0.
+func (h *host) applyOK(s *spec.HostSpec, flags ...string) run {
+	h.t.Helper()
+	r := h.apply(s, flags...)
+	if r.Code != 0 {
+		h.t.Fatalf("apply %v: exit %d: %s\n%s\n%s", flags, r.Code, r.Summary.Error, r.stepLines(), r.Stderr)
+	}
+	return r
+}
+
+// applyKilled runs the bring-up with the agent told to SIGKILL itself at
+// fault point (fsx.FaultEnv), and requires that it died there without a
+// summary: sudo re-raises the signal, and sh runs the script's last command
+// in its own process, so SSH reports the session killed by SIGKILL (-1; a
+// shell that forks it would exit 137).
+func (h *host) applyKilled(s *spec.HostSpec, point string) run {
+	h.t.Helper()
+	r := h.bringUp(s, point, "")
+	if (r.Code != -1 && r.Code != 137) || r.JSON {
+		h.t.Fatalf("apply with %s=%s: exit %d (summary printed: %v), want the agent killed (SIGKILL, no summary); the point was not reached?\n%s\n%s",
+			fsx.FaultEnv, point, r.Code, r.JSON, r.stepLines(), r.Stderr)
+	}
+	return r
+}
+
+// applyThen is apply with a shell snippet run right after the agent, in the
+// same SSH session (its output goes to stderr).
+func (h *host) applyThen(s *spec.HostSpec, then string, flags ...string) run {
+	h.t.Helper()
+	r := h.bringUp(s, "", then, flags...)
+	if !r.JSON {
+		h.t.Fatalf("apply %v: exit %d, no JSON summary:\nstdout:\n%s\nstderr:\n%s", flags, r.Code, r.Stdout, r.Stderr)
+	}
+	return r
+}
+
+func (h *host) bringUp(s *spec.HostSpec, fault, then string, flags ...string) run {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	stage := components.StageDir(h.User, s.Stack)
 	b, err := s.Encode()
@@ -111,25 +176,42 @@ func (h *host) apply(s *spec.HostSpec, flags ...string) run {
 	if r, err := h.SSHStdin(ctx, components.StageScript(stage), strings.NewReader(string(b))); err != nil || r.Code != 0 {
 		h.t.Fatalf("stage: %v %s", err, r)
 	}
-	if err := h.CopyFile(ctx, agentPath, path.Join(stage, "agentkeys-hostagent")); err != nil {
+	if err := h.CopyFile(ctx, agentBinary(h.t), path.Join(stage, "agentkeys-hostagent")); err != nil {
 		h.t.Fatal(err)
 	}
 	script := components.ApplyScript(stage)
-	if !strings.HasSuffix(script, " apply --spec "+components.HostSpecPath+" --json") {
-		h.t.Fatalf("ApplyScript no longer ends with the apply command; update this harness:\n%s", script)
+	last := "sudo -n " + spec.AgentPath + " apply --spec " + components.HostSpecPath + " --json"
+	if !strings.HasSuffix(script, "\n"+last) {
+		h.t.Fatalf("ApplyScript no longer ends with %q; update this harness:\n%s", last, script)
+	}
+	if fault != "" {
+		// The same command line, with the fault point passed through sudo.
+		script = strings.TrimSuffix(script, last) + "sudo -n env " + fsx.FaultEnv + "=" + fault + " " + strings.TrimPrefix(last, "sudo -n ")
 	}
 	if len(flags) > 0 {
 		script += " " + strings.Join(flags, " ")
 	}
+	if then != "" {
+		script += "\n{ " + then + "\n} >&2"
+	}
+	start := time.Now()
 	r, err := h.SSH(ctx, script)
+	d := time.Since(start)
 	if err != nil {
 		h.t.Fatalf("apply over SSH: %v", err)
 	}
-	out := run{Code: r.Code, Stderr: r.Stderr}
-	if err := json.Unmarshal([]byte(r.Stdout), &out.Summary); err != nil {
-		h.t.Fatalf("apply %v: no JSON summary (%v): %s", flags, err, r)
+	out := run{Code: r.Code, Stdout: r.Stdout, Stderr: r.Stderr, Duration: d}
+	if strings.TrimSpace(r.Stdout) != "" {
+		if err := json.Unmarshal([]byte(r.Stdout), &out.Summary); err != nil {
+			h.t.Fatalf("apply %v: stdout is not the JSON summary (%v): %s", flags, err, r)
+		}
+		out.JSON = true
 	}
-	h.t.Logf("apply %s: exit %d, counters %+v\n%s", strings.Join(flags, " "), r.Code, out.Summary.Counters, strings.TrimSpace(r.Stderr))
+	what := strings.Join(flags, " ")
+	if fault != "" {
+		what += " " + fsx.FaultEnv + "=" + fault
+	}
+	h.t.Logf("apply %s: exit %d in %.1fs, counters %+v\n%s", what, r.Code, d.Seconds(), out.Summary.Counters, strings.TrimSpace(r.Stderr))
 	return out
 }
 
@@ -145,10 +227,28 @@ func (r run) step(t *testing.T, name string) agent.Result {
 	return agent.Result{}
 }
 
+// stepLines renders each step's status, reason and changes.
+func (r run) stepLines() string {
+	var b strings.Builder
+	for _, s := range r.Summary.Steps {
+		fmt.Fprintf(&b, "%s: %s %s\n", s.Step, s.Status, s.Reason)
+		for _, c := range s.Changes {
+			fmt.Fprintf(&b, "  %s\n", c)
+		}
+	}
+	return b.String()
+}
+
+// changes is the sum of a run's counters: a no-op is 0.
+func (r run) changes() int {
+	c := r.Summary.Counters
+	return c.FilesWritten + c.Restarts + c.Reloads + c.ACMEOrders
+}
+
 // root runs cmd as root in the container and fails the test on error.
 func (h *host) root(cmd string) string {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	r, err := h.Exec(ctx, cmd)
 	if err != nil || r.Code != 0 {
@@ -157,16 +257,26 @@ func (h *host) root(cmd string) string {
 	return r.Stdout
 }
 
+// try runs cmd as root and returns its result.
+func (h *host) try(cmd string) realhost.Result {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	r, err := h.Exec(ctx, cmd)
+	if err != nil {
+		h.t.Fatalf("%s: %v", cmd, err)
+	}
+	return r
+}
+
 // install puts a local file into the container as root with mode.
 func (h *host) install(local, remote string, mode os.FileMode) {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	tmp := "/tmp/realhost-upload-" + path.Base(remote)
-	if err := h.CopyFile(ctx, local, tmp); err != nil {
+	b, err := os.ReadFile(local)
+	if err != nil {
 		h.t.Fatal(err)
 	}
-	h.root(fmt.Sprintf("install -D -m %o %s %s && rm -f %s", mode.Perm(), tmp, realhost.ShellQuote(remote), tmp))
+	h.writeRoot(remote, b, mode)
 }
 
 // writeRoot writes data to remote as root with mode.
@@ -181,21 +291,49 @@ func (h *host) writeRoot(remote string, data []byte, mode os.FileMode) {
 	h.root(fmt.Sprintf("install -D -m %o %s %s && rm -f %s", mode.Perm(), tmp, realhost.ShellQuote(remote), tmp))
 }
 
-// es256JWK is a broker keypair in the form the stand-in publishes.
-func es256JWK(t *testing.T) []byte {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
+// installStandin puts the static stand-in at StandinPath.
+func (h *host) installStandin() {
+	h.t.Helper()
+	h.install(agentkeysws.StandinBinary(h.t), StandinPath, 0o755)
+}
+
+// unitState is systemctl's ActiveState/SubState of unit.
+func (h *host) unitState(unit string) string {
+	h.t.Helper()
+	out := h.try("systemctl show -P ActiveState " + unit + "; systemctl show -P SubState " + unit).Stdout
+	return strings.Join(strings.Fields(out), "/")
+}
+
+// requireActive fails the test, with the unit's journal, for every unit
+// that is not active; it returns how many are.
+func (h *host) requireActive(units ...string) int {
+	h.t.Helper()
+	n := 0
+	for _, u := range units {
+		r := h.try("systemctl is-active " + u)
+		if got := strings.TrimSpace(r.Stdout); got != "active" {
+			h.t.Errorf("%s is %s (%s):\n%s", u, got, h.unitState(u), h.Journal(u))
+			continue
+		}
+		n++
 	}
-	ecdh, err := k.ECDH()
-	if err != nil {
-		t.Fatal(err)
+	if n != len(units) {
+		h.t.FailNow()
 	}
-	pub := ecdh.PublicKey().Bytes() // 0x04 || X || Y
-	b64 := base64.RawURLEncoding.EncodeToString
-	b, _ := json.Marshal(map[string]string{"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "realhost-test",
-		"x": b64(pub[1:33]), "y": b64(pub[33:]), "d": b64(ecdh.Bytes())})
-	return b
+	return n
+}
+
+// sha256s maps each file to the sha256 of its content (as root).
+func (h *host) sha256s(files ...string) map[string]string {
+	h.t.Helper()
+	out := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(h.root("sha256sum "+strings.Join(files, " "))), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 2 {
+			out[f[1]] = f[0]
+		}
+	}
+	return out
 }
 
 // sshCLI runs cmd through the ssh client, a fresh login as the bring-up

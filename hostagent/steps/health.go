@@ -19,10 +19,15 @@ import (
 	"github.com/agentkeys/agentkeys-infra/hostagent/acme"
 	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
 	"github.com/agentkeys/agentkeys-infra/hostagent/nginx"
+	"github.com/agentkeys/agentkeys-infra/hostagent/spec"
 )
 
 // Health waits, each check bounded on its own by spec.HealthTimeoutSeconds
-// (default 60) and all at once, for each service's health path on 127.0.0.1, and for the broker's OIDC discovery
+// (default 60) and all at once, for each service's health path on 127.0.0.1
+// to answer the contract's healthy body (exactly "ok", or JSON with "ok":
+// true) while systemd runs its unit (a unit that is failed or restarting
+// fails the check, with its last journal lines, even when something else
+// answers on its port), and for the broker's OIDC discovery
 // (issuer byte-for-byte equal to the spec's) and JWKS (at least one ES256
 // key). Once the broker's certificate is on disk it also fetches the
 // discovery through nginx over TLS, as AWS will, and (when the certificates
@@ -37,6 +42,77 @@ type check struct {
 	name, url string
 	verify    func([]byte) error
 	client    *http.Client // nil: the plain loopback client
+	unit      string       // the service's unit, whose state is checked too
+}
+
+// JournalLines is how much of a failing unit's journal a check reports.
+const JournalLines = 10
+
+// HealthyBody checks the body a healthy service returns (contract.Health):
+// a JSON object with "ok": true, or exactly "ok". A 200 with anything else
+// is another server on the port, or a service that is not ready.
+func HealthyBody(svc spec.Service) func([]byte) error {
+	if svc.HealthJSON {
+		return func(b []byte) error {
+			var m map[string]any
+			if err := json.Unmarshal(b, &m); err != nil || m["ok"] != true {
+				return fmt.Errorf("body %s is not %s's healthy JSON {\"ok\":true,...}", quoteBody(b), svc.Name)
+			}
+			return nil
+		}
+	}
+	return func(b []byte) error {
+		if string(b) != "ok" {
+			return fmt.Errorf("body %s, want exactly \"ok\" from %s", quoteBody(b), svc.Name)
+		}
+		return nil
+	}
+}
+
+func quoteBody(b []byte) string {
+	if len(b) > 200 {
+		return strconv.Quote(string(b[:200])) + "..."
+	}
+	return strconv.Quote(string(b))
+}
+
+// unitCheck adds systemd's view to a service's check: a unit that is not
+// active fails the check even when the port answers (another process holds
+// it), and a failing check carries the unit's state and last journal lines.
+func unitCheck(ctx context.Context, env *agent.Env, c check, probeErr error, hc *agent.HealthCheck) error {
+	st, err := env.Sys.UnitStatus(ctx, c.unit)
+	if err != nil {
+		if probeErr != nil {
+			return probeErr
+		}
+		return fmt.Errorf("systemctl show %s: %w", c.unit, err)
+	}
+	if st.ActiveState == "" {
+		return probeErr // the System does not know the unit
+	}
+	hc.Unit, hc.UnitState = c.unit, st.String()
+	err = probeErr
+	if !st.Running() {
+		if err == nil {
+			err = fmt.Errorf("it answers, but its unit %s is %s: another process holds port %s", c.unit, st, portOf(c.url))
+		} else {
+			err = fmt.Errorf("%w; unit %s is %s", err, c.unit, st)
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	if j, jerr := env.Sys.JournalTail(ctx, c.unit, JournalLines); jerr == nil && j != "" {
+		err = fmt.Errorf("%w; last journal lines of %s:\n%s", err, c.unit, j)
+	}
+	return err
+}
+
+func portOf(u string) string {
+	if req, err := http.NewRequest(http.MethodGet, u, nil); err == nil {
+		return req.URL.Port()
+	}
+	return "?"
 }
 
 func (Health) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
@@ -47,7 +123,8 @@ func (Health) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	s := env.Spec
 	var checks []check
 	for _, svc := range s.Services {
-		checks = append(checks, check{name: svc.Name, url: "http://127.0.0.1:" + strconv.Itoa(svc.Port) + svc.Health})
+		checks = append(checks, check{name: svc.Name, url: "http://127.0.0.1:" + strconv.Itoa(svc.Port) + svc.Health,
+			verify: HealthyBody(svc), unit: svc.Unit})
 	}
 	if b := s.Broker(); b != nil {
 		base := "http://127.0.0.1:" + strconv.Itoa(b.Port)
@@ -115,6 +192,7 @@ func (Health) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	// never answers (a crash loop) must not use up the time of the others.
 	client := &http.Client{Timeout: 5 * time.Second}
 	errs := make([]error, len(checks))
+	hcs := make([]agent.HealthCheck, len(checks))
 	var wg sync.WaitGroup
 	for i, c := range checks {
 		cl := client
@@ -126,7 +204,11 @@ func (Health) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 			defer wg.Done()
 			cctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
+			hcs[i] = agent.HealthCheck{URL: c.url}
 			errs[i] = probe(cctx, cl, c, timeout)
+			if c.unit != "" {
+				errs[i] = unitCheck(ctx, env, c, errs[i], &hcs[i])
+			}
 		}()
 	}
 	wg.Wait()
@@ -134,7 +216,8 @@ func (Health) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	detail := map[string]any{}
 	for i, c := range checks {
 		err := errs[i]
-		hc := agent.HealthCheck{URL: c.url, OK: err == nil}
+		hc := hcs[i]
+		hc.OK = err == nil
 		if err != nil {
 			hc.Detail = err.Error()
 			failed = append(failed, fmt.Sprintf("%s (%s): %v", c.name, c.url, err))
@@ -232,4 +315,16 @@ func tlsClient(env *agent.Env, host string) *http.Client {
 		// Verification is VerifyConnection's: the served leaf must be ours.
 		TLSClientConfig: &tls.Config{ServerName: host, InsecureSkipVerify: true, VerifyConnection: verify},
 	}}
+}
+
+// WaitReady polls url until it answers 200 or timeout passes; the error
+// names the last answer.
+func WaitReady(ctx context.Context, url string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err := probe(ctx, &http.Client{Timeout: 5 * time.Second}, check{name: url, url: url}, timeout)
+	if err != nil {
+		return fmt.Errorf("%s is not ready: %w", url, err)
+	}
+	return nil
 }

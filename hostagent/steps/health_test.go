@@ -185,3 +185,40 @@ func TestHealthOneDeadServiceDoesNotFailTheOthers(t *testing.T) {
 	assert.Contains(t, err.Error(), "1 of 4 checks failed")
 	assert.Len(t, res.Detail, 4)
 }
+
+// A 200 is not health: the body must be the contract's (exactly "ok", or
+// JSON with "ok": true for the cap workers).
+func TestHealthChecksTheBody(t *testing.T) {
+	s := sandboxtest.Spec(t, sandboxtest.NewRepo(t), "broker", "creds")
+	s.HealthTimeoutSeconds = 1
+	b, creds := s.Broker(), s.Service("creds")
+	require.True(t, creds.HealthJSON)
+	brokerBody, credsBody := "ok", `{"ok":true,"vault_bucket":"b"}`
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, brokerBody) })
+	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, `{"issuer":%q}`, s.Issuer)
+	})
+	mux.HandleFunc("/.well-known/jwks.json", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, `{"keys":[{"kty":"EC","crv":"P-256","alg":"ES256","kid":"k1"}]}`)
+	})
+	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(b.Port))
+	require.NoError(t, err)
+	serve(t, l, mux)
+	cmux := http.NewServeMux()
+	cmux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, credsBody) })
+	cl, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(creds.Port))
+	require.NoError(t, err)
+	serve(t, cl, cmux)
+
+	env, _ := newEnv(t, s)
+	_, err = Health{}.Run(context.Background(), env)
+	require.NoError(t, err)
+
+	brokerBody, credsBody = "<html>welcome to nginx</html>", `{"ok":false}`
+	_, err = Health{}.Run(context.Background(), env)
+	require.Error(t, err)
+	checks := env.Report.HealthChecks()
+	assert.Contains(t, checks["broker"].Detail, `body "<html>welcome to nginx</html>", want exactly "ok"`)
+	assert.Contains(t, checks["creds"].Detail, `body "{\"ok\":false}" is not creds's healthy JSON`)
+}

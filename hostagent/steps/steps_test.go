@@ -385,6 +385,10 @@ func TestUnitsPassSystemdAnalyze(t *testing.T) {
 		require.NoError(t, os.MkdirAll(filepath.Dir(bin), 0o755))
 		require.NoError(t, os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755))
 	}
+	// ExecStartPost runs the installed agent.
+	agentBin := filepath.Join(root, spec.AgentPath)
+	require.NoError(t, os.MkdirAll(filepath.Dir(agentBin), 0o755))
+	require.NoError(t, os.WriteFile(agentBin, []byte("#!/bin/sh\n"), 0o755))
 	// verify resolves the units' dependencies (sysinit.target, ...) under the root.
 	sysdir := "/usr/lib/systemd/system"
 	if _, err := os.Stat(sysdir); err != nil {
@@ -420,4 +424,10 @@ func TestUnitsPassSystemdAnalyze(t *testing.T) {
 		t.Logf("%s exposure %.1f", unit, score)
 		assert.Less(t, score, 5.0, "%s exposure", unit)
 	}
+}
+
+// sshd -T's listen addresses, wildcards dialled on loopback.
+func TestSSHDListenAddrs(t *testing.T) {
+	out := "port 22\naddressfamily any\nlistenaddress [::]:22\nlistenaddress 0.0.0.0:22\nlistenaddress 10.0.0.5:2222\n"
+	assert.Equal(t, []string{"[::1]:22", "127.0.0.1:22", "10.0.0.5:2222"}, SSHDListenAddrs(out))
 }

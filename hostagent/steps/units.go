@@ -97,6 +97,14 @@ func UnitFile(s *spec.HostSpec, svc *spec.Service) []byte {
 		w("EnvironmentFile=%s", f)
 	}
 	w("ExecStart=%s", strings.Join(append([]string{svc.Install}, svc.Args...), " "))
+	if waitedOn(s, svc.Unit) {
+		// Type=simple is "started" at exec, so After= alone would start the
+		// units ordered after this one while it is still booting (the
+		// broker rewrites the session public key the signer reads at each
+		// boot: a signer started with it read an empty file). The start
+		// job, which they wait for, ends only once it serves its health path.
+		w("ExecStartPost=%s %s http://%s:%d%s", spec.AgentPath, WaitReadyCommand, contract.Loopback, svc.Port, svc.Health)
+	}
 	w("Restart=%s", svc.Restart)
 	w("RestartSec=5s")
 	// The broker keeps serving BROKER_SHUTDOWN_GRACE_SECONDS (30) after
@@ -144,6 +152,21 @@ func UnitFile(s *spec.HostSpec, svc *spec.Service) []byte {
 	w("[Install]")
 	w("WantedBy=multi-user.target")
 	return []byte(b.String())
+}
+
+// WaitReadyCommand is the agent's subcommand a unit's ExecStartPost runs
+// to wait until the service answers its health path (at most 80 s, within
+// systemd's 90 s start timeout).
+const WaitReadyCommand = "wait-ready"
+
+// waitedOn reports whether another service is ordered after unit.
+func waitedOn(s *spec.HostSpec, unit string) bool {
+	for _, o := range s.Services {
+		if slices.Contains(o.After, unit) {
+			return true
+		}
+	}
+	return false
 }
 
 type unitState struct {
@@ -382,7 +405,17 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 	// Start in the spec's order (the broker before the services ordered
 	// after it). A unit whose binary is not installed (the build step was
 	// left out) is not started: its files are in place for inspection.
-	var notStarted []string
+	var notStarted, failed []string
+	// Whether each unit ran before this loop: starting one unit starts the
+	// units its Wants= names, on the definitions just written, and those
+	// must not be restarted for changes they already run with.
+	wasActive := map[string]bool{}
+	for i := range s.Services {
+		u := s.Services[i].Unit
+		if wasActive[u], err = env.Sys.IsActive(ctx, u); err != nil {
+			return res, err
+		}
+	}
 	for i := range s.Services {
 		u := s.Services[i].Unit
 		if !env.DryRun && !env.Exists(s.Services[i].Install) {
@@ -421,13 +454,21 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 		switch {
 		case !active:
 			if err := env.Sys.Systemctl(ctx, "start", u); err != nil {
-				return res, err
+				failed = append(failed, unitFailure(ctx, env, u, "start", err))
+				detail[u] = "failed to start"
+				continue
 			}
 			res.Changes = append(res.Changes, "started "+u)
 			detail[u] = "started"
+		case !wasActive[u]:
+			res.Changes = append(res.Changes, "started "+u+" (with a unit that wants it)")
+			detail[u] = "started"
 		case stale:
 			if err := env.Restart(ctx, u); err != nil {
-				return res, err
+				// The restart stays owed: the next run tries again.
+				failed = append(failed, unitFailure(ctx, env, u, "restart", err))
+				detail[u] = "failed to restart"
+				continue
 			}
 			w := why(have[u], want[u])
 			if w == "" {
@@ -466,7 +507,23 @@ func (u Units) Run(ctx context.Context, env *agent.Env) (agent.Result, error) {
 			return res, err
 		}
 	}
+	if len(failed) > 0 {
+		return res, fmt.Errorf("%d units failed to start (the others were started):\n%s", len(failed), strings.Join(failed, "\n"))
+	}
 	return res, nil
+}
+
+// unitFailure describes a unit systemd could not start: the error, its
+// state and its last journal lines (why it exited).
+func unitFailure(ctx context.Context, env *agent.Env, unit, verb string, err error) string {
+	msg := fmt.Sprintf("%s: systemctl %s: %v", unit, verb, err)
+	if st, serr := env.Sys.UnitStatus(ctx, unit); serr == nil && st.ActiveState != "" {
+		msg += "; it is " + st.String()
+	}
+	if j, jerr := env.Sys.JournalTail(ctx, unit, JournalLines); jerr == nil && j != "" {
+		msg += "; last journal lines:\n" + j
+	}
+	return msg
 }
 
 // UnmanagedUnits are units the old scripts may have installed that the

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
 	"github.com/agentkeys/agentkeys-infra/hostagent/fsx"
@@ -191,11 +194,20 @@ func reloadSSHD(ctx context.Context, env *agent.Env) error {
 			return fmt.Errorf("sshd rejects its configuration, fix it before the next login (the reload is left owed to the next run): %w", err)
 		}
 	}
+	var listen []string
+	if !env.Sys.Sandbox() {
+		out, err := env.Sys.Run(ctx, "", nil, "sshd", "-T")
+		if err != nil {
+			return fmt.Errorf("sshd -T (the reload is left owed to the next run): %w", err)
+		}
+		listen = SSHDListenAddrs(string(out))
+	}
+	before := listenInodes(listen)
 	var errs []string
 	for _, unit := range SSHDUnits {
 		err := env.Sys.Systemctl(ctx, "reload", unit)
 		if err == nil {
-			return nil
+			return waitRelisten(ctx, listen, before, SSHDRelisten)
 		}
 		errs = append(errs, err.Error())
 	}
@@ -327,4 +339,112 @@ func sshdArg(p string) string {
 		return `"` + p + `"`
 	}
 	return p
+}
+
+// SSHDRelisten bounds the wait for sshd to listen again after its reload:
+// on SIGHUP sshd closes its listening sockets and re-executes itself, so
+// for a moment new connections are refused, and the bring-up's next SSH
+// connection must not be one of them.
+const SSHDRelisten = 15 * time.Second
+
+// SSHDListenAddrs are the addresses to dial sshd at, from sshd -T's
+// listenaddress lines (a wildcard is dialled on loopback).
+func SSHDListenAddrs(sshdT string) []string {
+	var out []string
+	for _, l := range strings.Split(sshdT, "\n") {
+		f := strings.Fields(l)
+		if len(f) != 2 || f[0] != "listenaddress" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(f[1])
+		if err != nil {
+			continue
+		}
+		switch host {
+		case "0.0.0.0":
+			host = "127.0.0.1"
+		case "::":
+			host = "::1"
+		}
+		out = append(out, net.JoinHostPort(host, port))
+	}
+	return out
+}
+
+// listenInodes are the socket inodes listening on each port of addrs
+// (/proc/net/tcp and tcp6 of this network namespace).
+func listenInodes(addrs []string) map[string]map[string]bool {
+	out := map[string]map[string]bool{}
+	for _, a := range addrs {
+		_, p, _ := net.SplitHostPort(a)
+		out[p] = map[string]bool{}
+	}
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n")[1:] {
+			fl := strings.Fields(l)
+			if len(fl) < 10 || fl[3] != "0A" { // 0A: LISTEN
+				continue
+			}
+			_, hexPort, _ := strings.Cut(fl[1], ":")
+			n, err := strconv.ParseUint(hexPort, 16, 16)
+			if err != nil {
+				continue
+			}
+			if m, ok := out[strconv.FormatUint(n, 10)]; ok {
+				m[fl[9]] = true
+			}
+		}
+	}
+	return out
+}
+
+// waitRelisten waits until sshd listens on each port again with new
+// sockets (the re-executed sshd's, not the ones it had before the reload,
+// which it closes moments after the reload returns) that accept a
+// connection. An sshd whose sockets never change (one that reloads in
+// place) is accepted once the timeout passes if it accepts connections.
+func waitRelisten(ctx context.Context, addrs []string, before map[string]map[string]bool, timeout time.Duration) error {
+	dial := func(as []string) error {
+		var last error
+		for _, a := range as {
+			c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", a)
+			if err == nil {
+				c.Close()
+				return nil
+			}
+			last = err
+		}
+		return last
+	}
+	byPort := map[string][]string{}
+	for _, a := range addrs {
+		_, p, _ := net.SplitHostPort(a)
+		byPort[p] = append(byPort[p], a)
+	}
+	deadline := time.Now().Add(timeout)
+	for port, as := range byPort {
+		for {
+			now := listenInodes(as)[port]
+			fresh := len(now) > 0
+			for ino := range now {
+				fresh = fresh && !before[port][ino]
+			}
+			err := dial(as)
+			if fresh && err == nil {
+				break
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				if err == nil {
+					break // sockets unchanged but serving: reloaded in place
+				}
+				return fmt.Errorf("sshd was reloaded but does not accept connections on port %s again within %s (%v): check journalctl -u ssh", port, timeout, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nil
 }

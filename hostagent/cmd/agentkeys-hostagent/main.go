@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -70,13 +71,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		RunE: func(c *cobra.Command, _ []string) error { return converge(ctx, &o, false, true, stdout, stderr) }}
 	status := &cobra.Command{Use: "status", Short: "Print the deployed identity and each step's state", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error { return showStatus(ctx, &o, stdout, stderr) }}
+	var waitTimeout time.Duration
+	wait := &cobra.Command{Use: steps.WaitReadyCommand + " URL", Short: "Wait until URL answers 200 (a unit's ExecStartPost)", Args: cobra.ExactArgs(1), Hidden: true,
+		RunE: func(c *cobra.Command, a []string) error { return steps.WaitReady(ctx, a[0], waitTimeout) }}
+	wait.Flags().DurationVar(&waitTimeout, "timeout", 80*time.Second, "give up after this long")
 	ver := &cobra.Command{Use: "version", Short: "Print the agent version", Args: cobra.NoArgs,
 		Run: func(c *cobra.Command, _ []string) { fmt.Fprintln(stdout, "agentkeys-hostagent", version) }}
 	flags(apply, true)
 	flags(plan, true)
 	flags(renew, false)
 	flags(status, false)
-	root.AddCommand(apply, plan, renew, status, ver)
+	root.AddCommand(apply, plan, renew, status, wait, ver)
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {
@@ -166,6 +171,9 @@ func converge(ctx context.Context, o *opts, dryRun, renew bool, stdout, stderr i
 	env, r, err := setup(o, dryRun, renew, progress)
 	if err != nil {
 		return err
+	}
+	if !dryRun {
+		r.Lock = func(ctx context.Context) (func(), error) { return agent.LockRun(ctx, env.Root, progress) }
 	}
 	sum, err := r.Run(ctx, env, o.only...)
 	if o.json {
