@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -229,6 +230,7 @@ func (s *Sandbox) StopAll() {
 // unitFile is the subset of a unit file the sandbox needs to start it.
 type unitFile struct {
 	exec      []string
+	post      []string // ExecStartPost
 	envFiles  []string
 	env       []string
 	creds     [][2]string
@@ -360,6 +362,8 @@ func (s *Sandbox) readUnit(unit string) (*unitFile, error) {
 		switch k {
 		case "ExecStart":
 			u.exec = splitQuoted(strings.TrimLeft(v, "-@:+!"))
+		case "ExecStartPost":
+			u.post = splitQuoted(strings.TrimLeft(v, "-@:+!"))
 		case "EnvironmentFile":
 			u.envFiles = append(u.envFiles, v)
 		case "Environment":
@@ -483,7 +487,36 @@ func (s *Sandbox) spawn(unit string) error {
 	if err := os.MkdirAll(s.dir("pids"), 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(s.dir("pids", unit), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+	if err := os.WriteFile(s.dir("pids", unit), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+		return err
+	}
+	return s.startPost(unit, u.post)
+}
+
+// startPost runs a unit's ExecStartPost as systemd would before the start
+// job completes. The agent's own wait-ready (the binary is not installed
+// under the sandbox root) is done here: poll the URL, as it does.
+func (s *Sandbox) startPost(unit string, post []string) error {
+	if len(post) < 3 || post[1] != "wait-ready" {
+		return nil
+	}
+	client := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if r, err := client.Get(post[2]); err == nil {
+			r.Body.Close()
+			if r.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if !alive(s.pid(unit)) {
+			return fmt.Errorf("%s exited before %s answered (ExecStartPost)", unit, post[2])
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not answer %s within 30s (ExecStartPost)", unit, post[2])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // passwd-style account files under Root.
