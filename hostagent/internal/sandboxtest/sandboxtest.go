@@ -9,15 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/agentkeys/agentkeys-infra/contract"
 	"github.com/agentkeys/agentkeys-infra/hostagent/spec"
+	"github.com/agentkeys/agentkeys-infra/internal/testkit/agentkeysws"
 	"github.com/agentkeys/agentkeys-infra/internal/testkit/ports"
 	"github.com/agentkeys/agentkeys-infra/naming"
 )
@@ -34,36 +33,11 @@ func Git(t testing.TB, dir string, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-var (
-	standinOnce sync.Once
-	standinPath string
-	standinErr  error
-)
-
 // Standin builds the contract stand-in (internal/standin) once per test
 // binary and returns its path.
 func Standin(t testing.TB) string {
 	t.Helper()
-	standinOnce.Do(func() {
-		_, self, _, _ := runtime.Caller(0)
-		modRoot := filepath.Join(filepath.Dir(self), "..", "..", "..")
-		dir, err := os.MkdirTemp("", "agentkeys-standin-")
-		if err != nil {
-			standinErr = err
-			return
-		}
-		standinPath = filepath.Join(dir, "agentkeys-standin")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", standinPath, "./internal/standin/cmd/agentkeys-standin")
-		cmd.Dir = modRoot
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			standinErr = fmt.Errorf("build the stand-in: %v\n%s", err, out)
-		}
-	})
-	if standinErr != nil {
-		t.Fatal(standinErr)
-	}
-	return standinPath
+	return agentkeysws.StandinBinary(t)
 }
 
 // Binaries lists the binary names of the contract's services.
