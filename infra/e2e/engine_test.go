@@ -14,6 +14,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -148,6 +149,28 @@ func newEngineRun(t *testing.T, eips map[string]string) *engineRun {
 	if err != nil {
 		t.Fatalf("scripts/bootstrap-state.sh against moto: %v\n%s", err, out)
 	}
+	// The prod key's policy denies the test CI role through an
+	// aws:PrincipalArn condition; moto applies a Deny without its conditions,
+	// so the key would refuse everyone here. The deny is the IAM evaluator's
+	// to judge (policy.TestCIPermissionMatrix); here the key keeps its allows.
+	// ListAliases names the key without consulting its policy.
+	aliases, err := e.aws.kms.ListAliases(context.Background(), &kms.ListAliasesInput{})
+	var prodKey string
+	for _, a := range aliases.Aliases {
+		if aws.ToString(a.AliasName) == "alias/agentkeys-pulumi-prod" {
+			prodKey = aws.ToString(a.TargetKeyId)
+		}
+	}
+	if err == nil && prodKey == "" {
+		err = errors.New("alias/agentkeys-pulumi-prod not found")
+	}
+	if err == nil {
+		_, err = e.aws.kms.PutKeyPolicy(context.Background(), &kms.PutKeyPolicyInput{KeyId: aws.String(prodKey), PolicyName: aws.String("default"),
+			Policy: aws.String(`{"Version":"2012-10-17","Statement":[{"Sid":"Account","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::` + mototest.Account + `:root"},"Action":"kms:*","Resource":"*"}]}`)})
+	}
+	if err != nil {
+		t.Fatalf("resetting the prod key's policy for moto: %v", err)
+	}
 	bin := t.TempDir()
 	e.agentkeys = filepath.Join(bin, "agentkeys")
 	if out, err := exec.Command("go", "build", "-o", e.agentkeys, filepath.Join(root, "cmd", "agentkeys")).CombinedOutput(); err != nil {
@@ -164,11 +187,11 @@ func newEngineRun(t *testing.T, eips map[string]string) *engineRun {
 	copyFile(t, filepath.Join(root, "Pulumi.yaml"), filepath.Join(e.project, "Pulumi.yaml"))
 	e.backend = t.TempDir()
 	e.log = filepath.Join(t.TempDir(), "engine.log")
-	// One data key for the stack files, encrypted by the account's KMS key as
-	// `pulumi config set --secret` would write it.
+	// One data key for the test stacks' files, encrypted by the test side's
+	// KMS key as `pulumi config set --secret` would write it.
 	e.dataKey = make([]byte, 32)
 	_, _ = rand.Read(e.dataKey)
-	enc, err := e.aws.kms.Encrypt(context.Background(), &kms.EncryptInput{KeyId: aws.String("alias/agentkeys-pulumi"), Plaintext: e.dataKey})
+	enc, err := e.aws.kms.Encrypt(context.Background(), &kms.EncryptInput{KeyId: aws.String("alias/agentkeys-pulumi-test"), Plaintext: e.dataKey})
 	if err != nil {
 		t.Fatalf("KMS encrypt: %v", err)
 	}

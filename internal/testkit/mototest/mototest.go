@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 
 	"github.com/agentkeys/agentkeys-infra/internal/testkit/ports"
@@ -164,10 +165,14 @@ func start(t testing.TB, o Options) string {
 	return url
 }
 
-// Config is an SDK config for seeding moto from the test.
+// Config is an SDK config for seeding moto from the test. Connections are
+// not reused and requests not retried: a retried create whose first try
+// reached moto fails as "already exists" (seen under CI load), hiding the
+// first error, and a reused idle connection is what makes such tries fail.
 func Config(t testing.TB) aws.Config {
 	t.Helper()
-	cfg, err := config.LoadDefaultConfig(context.Background())
+	hc := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) { tr.DisableKeepAlives = true })
+	cfg, err := config.LoadDefaultConfig(context.Background(), config.WithHTTPClient(hc), config.WithRetryMaxAttempts(1))
 	if err != nil {
 		t.Fatal(err)
 	}
