@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,6 +21,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys-infra/hostagent/fsx"
+	"github.com/agentkeys/agentkeys-infra/hostagent/procnet"
 )
 
 // Sandbox is the System used by tests and --root runs. Everything lives under
@@ -166,19 +169,7 @@ func (s *Sandbox) pid(unit string) int {
 }
 
 // alive treats zombies as dead: an orphan may wait unreaped in a container.
-func alive(pid int) bool {
-	if pid <= 0 || syscall.Kill(pid, 0) != nil {
-		return false
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	if i := strings.LastIndexByte(string(b), ')'); i > 0 && i+2 < len(b) {
-		return b[i+2] != 'Z'
-	}
-	return true
-}
+func alive(pid int) bool { return procnet.Alive(pid) }
 
 func (s *Sandbox) IsActive(_ context.Context, unit string) (bool, error) {
 	if !strings.HasSuffix(unit, ".service") {
@@ -495,22 +486,38 @@ func (s *Sandbox) spawn(unit string) error {
 
 // startPost runs a unit's ExecStartPost as systemd would before the start
 // job completes. The agent's own wait-ready (the binary is not installed
-// under the sandbox root) is done here: poll the URL, as it does.
+// under the sandbox root) is done here: poll the URL, as it does, and with
+// --pid=${MAINPID} count the answer only from the unit's own process.
 func (s *Sandbox) startPost(unit string, post []string) error {
 	if len(post) < 3 || post[1] != "wait-ready" {
 		return nil
+	}
+	owned := func() bool { return true }
+	if slices.Contains(post[3:], "--pid=${MAINPID}") {
+		u, err := url.Parse(post[2])
+		if err != nil {
+			return err
+		}
+		port, err := procnet.PortOf(u.Host)
+		if err != nil {
+			return err
+		}
+		owned = func() bool {
+			ok, err := procnet.Listens(s.pid(unit), port)
+			return ok || errors.Is(err, procnet.ErrUnknown)
+		}
 	}
 	client := &http.Client{Timeout: 2 * time.Second}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if r, err := client.Get(post[2]); err == nil {
 			r.Body.Close()
-			if r.StatusCode == http.StatusOK {
+			if r.StatusCode == http.StatusOK && owned() {
 				return nil
 			}
 		}
 		if !alive(s.pid(unit)) {
-			return fmt.Errorf("%s exited before %s answered (ExecStartPost)", unit, post[2])
+			return fmt.Errorf("%s exited before %s answered from its own process (ExecStartPost)", unit, post[2])
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s did not answer %s within 30s (ExecStartPost)", unit, post[2])

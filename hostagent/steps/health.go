@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"strconv"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/agentkeys/agentkeys-infra/hostagent/acme"
 	"github.com/agentkeys/agentkeys-infra/hostagent/agent"
 	"github.com/agentkeys/agentkeys-infra/hostagent/nginx"
+	"github.com/agentkeys/agentkeys-infra/hostagent/procnet"
 	"github.com/agentkeys/agentkeys-infra/hostagent/spec"
 )
 
@@ -318,13 +320,52 @@ func tlsClient(env *agent.Env, host string) *http.Client {
 }
 
 // WaitReady polls url until it answers 200 or timeout passes; the error
-// names the last answer.
-func WaitReady(ctx context.Context, url string, timeout time.Duration) error {
+// names the last answer. With pid > 0 (a unit's $MAINPID) the answer counts
+// only once pid itself listens on the URL's port: another process holding
+// the port answers too, while the unit's own process has failed to bind.
+// A pid that exits ends the wait at once.
+func WaitReady(ctx context.Context, url string, timeout time.Duration, pid int) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	err := probe(ctx, &http.Client{Timeout: 5 * time.Second}, check{name: url, url: url}, timeout)
-	if err != nil {
-		return fmt.Errorf("%s is not ready: %w", url, err)
+	c := check{name: url, url: url}
+	if pid > 0 {
+		u, err := neturl.Parse(url)
+		if err != nil {
+			return err
+		}
+		port, err := procnet.PortOf(u.Host)
+		if err != nil {
+			return fmt.Errorf("%s: %w", url, err)
+		}
+		c.verify = func([]byte) error {
+			switch ok, err := procnet.Listens(pid, port); {
+			case errors.Is(err, procnet.ErrUnknown):
+				return nil // cannot tell: the answer stands
+			case err != nil:
+				return err
+			case !ok:
+				return fmt.Errorf("port %d answers, but not from the unit's process (pid %d): another process holds it", port, pid)
+			}
+			return nil
+		}
 	}
-	return nil
+	client := &http.Client{Timeout: 5 * time.Second}
+	var last error
+	for {
+		err := get(ctx, client, c)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() == nil || last == nil {
+			last = err
+		}
+		if pid > 0 && !procnet.Alive(pid) {
+			return fmt.Errorf("%s is not ready: the unit's process (pid %d) exited: %w", url, pid, last)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s is not ready: %w (still failing after %s)", url, last, timeout)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }

@@ -14,8 +14,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -221,4 +223,38 @@ func TestHealthChecksTheBody(t *testing.T) {
 	checks := env.Report.HealthChecks()
 	assert.Contains(t, checks["broker"].Detail, `body "<html>welcome to nginx</html>", want exactly "ok"`)
 	assert.Contains(t, checks["creds"].Detail, `body "{\"ok\":false}" is not creds's healthy JSON`)
+}
+
+// wait-ready with the unit's $MAINPID: an answer from another process on
+// the port (one holding it before the unit started) is not readiness, and
+// the unit's process exiting ends the wait with both facts.
+func TestWaitReadyCountsOnlyTheUnitsOwnProcess(t *testing.T) {
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(l) }()
+	defer srv.Close()
+	url := "http://" + l.Addr().String() + "/healthz"
+
+	// This test process listens: it is ready.
+	if err := WaitReady(context.Background(), url, 10*time.Second, os.Getpid()); err != nil {
+		t.Fatalf("own process serving: %v", err)
+	}
+	// The "unit" is a process that never binds and exits after a moment.
+	unit := exec.Command("sleep", "1")
+	if err := unit.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = unit.Wait() }()
+	err = WaitReady(context.Background(), url, time.Minute, unit.Process.Pid)
+	if err == nil {
+		t.Fatal("ready although another process answered on the port")
+	}
+	for _, want := range []string{"exited", "another process holds it"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
 }

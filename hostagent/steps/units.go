@@ -103,7 +103,8 @@ func UnitFile(s *spec.HostSpec, svc *spec.Service) []byte {
 		// broker rewrites the session public key the signer reads at each
 		// boot: a signer started with it read an empty file). The start
 		// job, which they wait for, ends only once it serves its health path.
-		w("ExecStartPost=%s %s http://%s:%d%s", spec.AgentPath, WaitReadyCommand, contract.Loopback, svc.Port, svc.Health)
+		// --pid: a port held by another process answers too.
+		w("ExecStartPost=%s %s http://%s:%d%s --pid=${MAINPID}", spec.AgentPath, WaitReadyCommand, contract.Loopback, svc.Port, svc.Health)
 	}
 	w("Restart=%s", svc.Restart)
 	w("RestartSec=5s")

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -72,9 +73,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	status := &cobra.Command{Use: "status", Short: "Print the deployed identity and each step's state", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error { return showStatus(ctx, &o, stdout, stderr) }}
 	var waitTimeout time.Duration
+	var waitPID string
 	wait := &cobra.Command{Use: steps.WaitReadyCommand + " URL", Short: "Wait until URL answers 200 (a unit's ExecStartPost)", Args: cobra.ExactArgs(1), Hidden: true,
-		RunE: func(c *cobra.Command, a []string) error { return steps.WaitReady(ctx, a[0], waitTimeout) }}
+		RunE: func(c *cobra.Command, a []string) error {
+			pid := 0
+			if waitPID != "" { // systemd leaves $MAINPID empty when it knows none
+				p, err := strconv.Atoi(waitPID)
+				if err != nil {
+					return fmt.Errorf("--pid %q: want the unit's $MAINPID (a number)", waitPID)
+				}
+				pid = p
+			}
+			return steps.WaitReady(ctx, a[0], waitTimeout, pid)
+		}}
 	wait.Flags().DurationVar(&waitTimeout, "timeout", 80*time.Second, "give up after this long")
+	wait.Flags().StringVar(&waitPID, "pid", "", "count an answer only once this process listens on the port ($MAINPID)")
 	ver := &cobra.Command{Use: "version", Short: "Print the agent version", Args: cobra.NoArgs,
 		Run: func(c *cobra.Command, _ []string) { fmt.Fprintln(stdout, "agentkeys-hostagent", version) }}
 	flags(apply, true)
