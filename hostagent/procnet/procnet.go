@@ -18,20 +18,24 @@ import (
 // process, or /proc mounted with hidepid): ownership cannot be decided.
 var ErrUnknown = errors.New("cannot read the process's sockets")
 
-// Alive reports whether pid exists (and is not a zombie).
+// Alive reports whether pid exists and is not a zombie. kill(2) decides
+// existence: /proc may hide a process from us (a unit's ProtectProc=
+// invisible hides its main process from its ExecStartPost until that
+// process has dropped to the unit's user), while kill answers EPERM, not
+// ESRCH, for a process that exists.
 func Alive(pid int) bool {
-	if pid <= 0 {
+	if pid <= 0 || errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
 		return false
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return false
+		return true // exists, hidden from us
 	}
 	// state is the field after the parenthesised command name
 	if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) {
 		return b[i+2] != 'Z' && b[i+2] != 'X'
 	}
-	return syscall.Kill(pid, 0) == nil
+	return true
 }
 
 // Listens reports whether pid holds a listening TCP socket (IPv4 or IPv6)
@@ -46,6 +50,9 @@ func Listens(pid, port int) (bool, error) {
 	}
 	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return false, nil // gone, or hidden until it runs as our user
+		}
 		if errors.Is(err, os.ErrPermission) {
 			return false, fmt.Errorf("pid %d: %w: %v", pid, ErrUnknown, err)
 		}
@@ -68,16 +75,14 @@ func Listens(pid, port int) (bool, error) {
 func listenInodes(pid, port int) (map[string]bool, error) {
 	out := map[string]bool{}
 	want := fmt.Sprintf("%04X", port)
-	read := 0
 	for _, name := range []string{"tcp", "tcp6"} {
 		f, err := os.Open(fmt.Sprintf("/proc/%d/net/%s", pid, name))
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
-				continue // tcp6: no IPv6 in this kernel; tcp: the process is gone
+				continue // tcp6: no IPv6 in this kernel; tcp: the process is gone or hidden
 			}
 			return nil, err
 		}
-		read++
 		sc := bufio.NewScanner(f)
 		sc.Scan() // header
 		for sc.Scan() {
@@ -96,10 +101,7 @@ func listenInodes(pid, port int) (map[string]bool, error) {
 			return nil, err
 		}
 	}
-	if read == 0 && Alive(pid) {
-		return nil, fmt.Errorf("pid %d: no /proc/%d/net/tcp", pid, pid)
-	}
-	return out, nil // a process that is gone listens nowhere
+	return out, nil // a process gone or hidden from us listens nowhere we can see
 }
 
 // PortOf is the TCP port of a host:port or URL authority.

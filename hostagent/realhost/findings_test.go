@@ -368,3 +368,33 @@ func TestRunsTakeTurns(t *testing.T) {
 		t.Errorf("apply finished while the other run was still %s", got)
 	}
 }
+
+// wait-ready under the units' hardening: ProtectProc=invisible hides the
+// main process from the ExecStartPost (which runs as the unit's user) until
+// the main process has dropped to that user. Here it stays root for 2 s
+// first; the wait must go on, not take the hidden process for an exited one
+// (CI saw the broker's start fail so: "the unit's process (pid N) exited").
+func TestWaitReadyWaitsForAMainProcessStillHidden(t *testing.T) {
+	t.Parallel()
+	h := boot(t)
+	h.installStandin()
+	h.install(agentBinary(t), spec.AgentPath, 0o755)
+	port := 24517
+	unit := fmt.Sprintf(`[Service]
+User=daemon
+Environment=AGENTKEYS_WORKER_AUDIT_BIND=127.0.0.1:%d
+Environment=AGENTKEYS_WORKER_AUDIT_LEAVES_DIR=/tmp
+ExecStart=+/bin/sh -c 'sleep 2; exec setpriv --reuid=daemon --regid=daemon --clear-groups %s agentkeys-worker-audit'
+ExecStartPost=%s %s http://127.0.0.1:%d/healthz --pid=${MAINPID}
+ProtectProc=invisible
+ProcSubset=pid
+PrivateTmp=yes
+`, port, StandinPath, spec.AgentPath, steps.WaitReadyCommand, port)
+	h.writeRoot("/etc/systemd/system/hidden-main.service", []byte(unit), 0o644)
+	if r := h.try("systemctl daemon-reload && systemctl start hidden-main.service"); r.Code != 0 {
+		t.Fatalf("start: %s\n%s", r, h.Journal("hidden-main.service"))
+	}
+	if st := h.unitState("hidden-main.service"); !strings.HasPrefix(st, "active/running") {
+		t.Fatalf("hidden-main.service is %s", st)
+	}
+}
