@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/agentkeys/agentkeys-infra/hostagent/procnet"
 )
 
 type fakeStep struct {
@@ -146,7 +148,7 @@ func TestSandboxUsersAndServices(t *testing.T) {
 	}, 5*time.Second, 20*time.Millisecond)
 	require.NoError(t, s.Systemctl(ctx, "restart", "t.service"))
 	assert.NotEqual(t, pid, s.pid("t.service"))
-	assert.False(t, alive(pid), "old process stopped")
+	assert.False(t, procnet.Alive(pid), "old process stopped")
 	s.StopAll()
 	on, _ = s.IsActive(ctx, "t.service")
 	assert.False(t, on)

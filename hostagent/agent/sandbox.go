@@ -168,15 +168,12 @@ func (s *Sandbox) pid(unit string) int {
 	return p
 }
 
-// alive treats zombies as dead: an orphan may wait unreaped in a container.
-func alive(pid int) bool { return procnet.Alive(pid) }
-
 func (s *Sandbox) IsActive(_ context.Context, unit string) (bool, error) {
 	if !strings.HasSuffix(unit, ".service") {
 		_, err := os.Stat(s.dir("active", unit))
 		return err == nil, nil
 	}
-	return alive(s.pid(unit)), nil
+	return procnet.Alive(s.pid(unit)), nil
 }
 
 func (s *Sandbox) IsEnabled(_ context.Context, unit string) (bool, error) {
@@ -190,16 +187,16 @@ func (s *Sandbox) stop(unit string) error {
 		return nil
 	}
 	pid := s.pid(unit)
-	if !alive(pid) {
+	if !procnet.Alive(pid) {
 		return nil
 	}
 	syscall.Kill(-pid, syscall.SIGTERM)
-	for i := 0; i < 100 && alive(pid); i++ {
+	for i := 0; i < 100 && procnet.Alive(pid); i++ {
 		time.Sleep(50 * time.Millisecond)
 	}
-	if alive(pid) {
+	if procnet.Alive(pid) {
 		syscall.Kill(-pid, syscall.SIGKILL)
-		for i := 0; i < 40 && alive(pid); i++ {
+		for i := 0; i < 40 && procnet.Alive(pid); i++ {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
@@ -276,7 +273,7 @@ func (s *Sandbox) Loaded(unit string) ([]byte, error) {
 // Environ returns the environment of unit's running process.
 func (s *Sandbox) Environ(unit string) ([]string, error) {
 	pid := s.pid(unit)
-	if !alive(pid) {
+	if !procnet.Alive(pid) {
 		return nil, fmt.Errorf("%s is not running", unit)
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
@@ -302,7 +299,7 @@ func (s *Sandbox) UnitStatus(_ context.Context, unit string) (UnitStatus, error)
 	switch {
 	case pid == 0:
 		return UnitStatus{}, nil
-	case alive(pid):
+	case procnet.Alive(pid):
 		return UnitStatus{ActiveState: "active", SubState: "running", MainPID: pid}, nil
 	}
 	return UnitStatus{ActiveState: "failed", SubState: "dead"}, nil
@@ -324,7 +321,7 @@ func (s *Sandbox) JournalTail(_ context.Context, unit string, n int) (string, er
 // Cmdline returns the arguments of unit's running process.
 func (s *Sandbox) Cmdline(unit string) ([]string, error) {
 	pid := s.pid(unit)
-	if !alive(pid) {
+	if !procnet.Alive(pid) {
 		return nil, fmt.Errorf("%s is not running", unit)
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
@@ -516,7 +513,7 @@ func (s *Sandbox) startPost(unit string, post []string) error {
 				return nil
 			}
 		}
-		if !alive(s.pid(unit)) {
+		if !procnet.Alive(s.pid(unit)) {
 			return fmt.Errorf("%s exited before %s answered from its own process (ExecStartPost)", unit, post[2])
 		}
 		if time.Now().After(deadline) {
@@ -722,7 +719,7 @@ func (s *Sandbox) Units() []string {
 	ents, _ := os.ReadDir(s.dir("pids"))
 	var out []string
 	for _, e := range ents {
-		if alive(s.pid(e.Name())) {
+		if procnet.Alive(s.pid(e.Name())) {
 			out = append(out, e.Name())
 		}
 	}

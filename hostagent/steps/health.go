@@ -45,6 +45,7 @@ type check struct {
 	verify    func([]byte) error
 	client    *http.Client // nil: the plain loopback client
 	unit      string       // the service's unit, whose state is checked too
+	gone      func() error // non-nil error: stop waiting, nothing will answer
 }
 
 // JournalLines is how much of a failing unit's journal a check reports.
@@ -247,6 +248,11 @@ func probe(ctx context.Context, client *http.Client, c check, timeout time.Durat
 		if ctx.Err() == nil || last == nil {
 			last = err
 		}
+		if c.gone != nil {
+			if g := c.gone(); g != nil {
+				return fmt.Errorf("%w: %w", g, last)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			if ctx.Err() == context.DeadlineExceeded {
@@ -348,24 +354,15 @@ func WaitReady(ctx context.Context, url string, timeout time.Duration, pid int) 
 			}
 			return nil
 		}
-	}
-	client := &http.Client{Timeout: 5 * time.Second}
-	var last error
-	for {
-		err := get(ctx, client, c)
-		if err == nil {
+		c.gone = func() error {
+			if !procnet.Alive(pid) {
+				return fmt.Errorf("the unit's process (pid %d) exited", pid)
+			}
 			return nil
 		}
-		if ctx.Err() == nil || last == nil {
-			last = err
-		}
-		if pid > 0 && !procnet.Alive(pid) {
-			return fmt.Errorf("%s is not ready: the unit's process (pid %d) exited: %w", url, pid, last)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s is not ready: %w (still failing after %s)", url, last, timeout)
-		case <-time.After(200 * time.Millisecond):
-		}
 	}
+	if err := probe(ctx, &http.Client{Timeout: 5 * time.Second}, c, timeout); err != nil {
+		return fmt.Errorf("%s is not ready: %w", url, err)
+	}
+	return nil
 }
